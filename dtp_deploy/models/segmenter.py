@@ -1,0 +1,156 @@
+"""Token-pruning segmenters: a plain ViT cut into stages, a head after each stage.
+
+The stage loop is shared by both methods (DESIGN.md section 1); a method only says what its
+heads compute, how they grade tokens and how the final map is formed:
+
+* DToP (Tang et al., ICCV 2023, "Dynamic Token Pruning in Plain Vision Transformers for
+  Semantic Segmentation"): confident tokens leave the encoder; their prediction is frozen in a
+  canvas of mask logits.
+* DoViT (Liu et al., WACV 2024) plugs into the same loop with frozen features instead.
+
+Everything is batched: after a split the batch is padded to the largest keep count and later
+blocks use a key-padding bias, so each image keeps exactly its own token set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..ops import token_reconstruct, token_split
+from .config import ModelConfig
+from .heads import ATMHead
+from .vit import ViTEncoder, padding_bias
+
+
+class TokenPruningSegmenter(nn.Module):
+    """Base class: runs the stages, splits after every auxiliary stage.
+
+    ``forward(images) -> (scores (B, K, H/p, W/p), keep_counts (B, S) int32)`` where
+    ``keep_counts[b, s]`` is the number of tokens of image b that enter stage s.
+    ``pruning = False`` runs the dense baseline from the same weights.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ViTEncoder(embed_dim=config.embed_dim, depth=config.depth,
+                                  num_heads=config.num_heads, patch_size=config.patch_size,
+                                  mlp_ratio=config.mlp_ratio, img_size=config.img_size)
+        self.pruning = True
+        self.thresholds: tuple[float, ...] = tuple(config.thresholds)
+
+    # -- method hooks ---------------------------------------------------------------------
+    def init_state(self, tokens: Tensor, grid: tuple[int, int]) -> Any:
+        raise NotImplementedError
+
+    def run_head(self, stage: int, tokens: Tensor, index: Tensor, bias: Tensor | None,
+                 state: Any, grid: tuple[int, int]) -> tuple[Any, Tensor, Tensor]:
+        """Run stage ``stage``'s head on the active tokens; return the new state and each
+        active token's ``(confidence, label)``, both ``(B, M)``."""
+        raise NotImplementedError
+
+    def predict(self, state: Any, grid: tuple[int, int]) -> Tensor:
+        """Final class scores ``(B, K, h, w)`` from the state after the last stage."""
+        raise NotImplementedError
+
+    def head_macs(self, stage: int, num_tokens: int, grid_tokens: int) -> int:
+        raise NotImplementedError
+
+    # -- shared machinery -----------------------------------------------------------------
+    def set_thresholds(self, thresholds: Sequence[float] | None) -> None:
+        """Per-auxiliary-stage exit thresholds (None: the config's)."""
+        values = tuple(self.config.thresholds if thresholds is None else (float(t) for t in thresholds))
+        if len(values) != self.config.num_stages - 1:
+            raise ValueError(f"{self.config.arch} has {self.config.num_stages - 1} auxiliary "
+                             f"stages; got {len(values)} thresholds {list(values)}")
+        self.thresholds = values
+
+    def stage_ranges(self) -> list[tuple[int, int]]:
+        starts = (0, *self.config.stage_ends[:-1])
+        return list(zip(starts, self.config.stage_ends))
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        tokens, grid = self.encoder.embed(images)
+        batch, num_tokens = tokens.shape[:2]
+        index = torch.arange(num_tokens, dtype=torch.int32, device=tokens.device).expand(batch, -1)
+        state = self.init_state(tokens, grid)
+        bias = None  # no padding until the first split of a batch of several images
+        last = self.config.num_stages - 1
+        counts = []
+        for stage, (start, end) in enumerate(self.stage_ranges()):
+            counts.append((index >= 0).sum(dim=1, dtype=torch.int32))
+            for block in self.encoder.blocks[start:end]:
+                tokens = block(tokens, bias)
+            if stage < last and not self.pruning:
+                continue  # dense baseline: only the final head predicts
+            state, confidence, label = self.run_head(stage, tokens, index, bias, state, grid)
+            if stage < last and self.pruning:
+                tokens, index = token_split(
+                    tokens, confidence, label.to(torch.int32), index,
+                    threshold=self.thresholds[stage], context_topk=self.config.context_topk,
+                    num_classes=self.config.num_classes)
+                # With one image nothing is padded; a symbolic batch may hold several.
+                if not (isinstance(batch, int) and batch == 1):
+                    bias = padding_bias(index, tokens.dtype)
+        return self.predict(state, grid), torch.stack(counts, dim=1)
+
+    def macs(self, keep_counts: Sequence[int], grid: tuple[int, int]) -> dict[str, int]:
+        """Analytic multiply-adds (fvcore convention: one MAC per multiply-add) of one image
+        whose stages saw ``keep_counts`` tokens. Element-wise ops, norms and softmax are not
+        counted, as in fvcore."""
+        grid_tokens = grid[0] * grid[1]
+        out = {"patch_embed": self.encoder.patch_embed.macs(grid_tokens), "blocks": 0, "heads": 0}
+        last = self.config.num_stages - 1
+        for stage, ((start, end), n) in enumerate(zip(self.stage_ranges(), keep_counts)):
+            out["blocks"] += sum(self.encoder.blocks[i].macs(int(n)) for i in range(start, end))
+            if stage == last or self.pruning:
+                out["heads"] += self.head_macs(stage, int(n), grid_tokens)
+        out["total"] = out["patch_embed"] + out["blocks"] + out["heads"]
+        return out
+
+
+class DToPSegmenter(TokenPruningSegmenter):
+    """DToP on a plain ViT with SegViT ATM heads after every stage.
+
+    A token's confidence is the max over classes of ``p_class * sigmoid(mask_logit)``; tokens
+    above the stage threshold exit except the ``context_topk`` most confident per predicted
+    class. Exited tokens keep their mask logits in a ``(B, N, K)`` canvas; the final map is the
+    final head's class probabilities times ``sigmoid(canvas)``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.heads = nn.ModuleList(
+            ATMHead(config.embed_dim, config.head_dim, config.head_heads, config.head_layers,
+                    config.num_classes)
+            for _ in range(config.num_stages))
+
+    def init_state(self, tokens: Tensor, grid: tuple[int, int]) -> dict[str, Tensor]:
+        canvas = tokens.new_zeros(tokens.shape[0], tokens.shape[1], self.config.num_classes)
+        return {"canvas": canvas, "class_probs": canvas[:, 0]}
+
+    def run_head(self, stage, tokens, index, bias, state, grid):
+        mask_logits, class_probs = self.heads[stage](tokens, bias)
+        canvas = token_reconstruct(state["canvas"], mask_logits, index)
+        confidence, label = (class_probs.unsqueeze(1) * mask_logits.sigmoid()).max(dim=-1)
+        return {"canvas": canvas, "class_probs": class_probs}, confidence, label
+
+    def predict(self, state, grid):
+        scores = state["class_probs"].unsqueeze(1) * state["canvas"].sigmoid()
+        return scores.transpose(1, 2).reshape(scores.shape[0], -1, grid[0], grid[1])
+
+    def head_macs(self, stage: int, num_tokens: int, grid_tokens: int) -> int:
+        return self.heads[stage].macs(num_tokens)
+
+
+METHODS: dict[str, type[TokenPruningSegmenter]] = {"dtop": DToPSegmenter}
+
+
+def build_from_config(config: ModelConfig) -> TokenPruningSegmenter:
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; known: {sorted(METHODS)}")
+    return METHODS[config.method](config)

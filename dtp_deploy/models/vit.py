@@ -1,0 +1,116 @@
+"""Plain ViT encoder pieces (patch 16, no class token, no final norm) with key-padding support.
+
+Names follow timm (``blocks.{i}.attn.qkv``); checkpoint loaders map mmseg names onto them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Additive bias for padded keys. Finite and well inside fp16 range, so a row with only padding
+# gives a uniform (never NaN) softmax; exp(-30000) is exactly zero in every float type.
+PAD_BIAS = -30000.0
+
+
+def padding_bias(index: Tensor, dtype: torch.dtype) -> Tensor:
+    """``(B, M)`` token index (-1 = pad) -> ``(B, 1, 1, M)`` additive attention bias."""
+    bias = torch.where(index < 0, PAD_BIAS, 0.0).to(dtype)
+    return bias[:, None, None, :]
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W) -> (B, H/p * W/p, C)``"""
+        return self.proj(images).flatten(2).transpose(1, 2)
+
+    def macs(self, num_tokens: int) -> int:
+        conv = self.proj
+        return num_tokens * conv.out_channels * conv.in_channels * self.patch_size ** 2
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (mmseg ``TransformerEncoderLayer`` at inference)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x), bias)
+        return x + self.mlp(self.norm2(x))
+
+    def macs(self, num_tokens: int) -> int:
+        """Multiply-adds for ``num_tokens`` tokens (linear layers + the two attention matmuls)."""
+        dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
+        return num_tokens * (4 * dim * dim + 2 * dim * hidden) + 2 * num_tokens * num_tokens * dim
+
+
+class ViTEncoder(nn.Module):
+    """Patch embedding + position embedding + blocks; stages are run by the segmenter."""
+
+    def __init__(self, *, embed_dim: int, depth: int, num_heads: int, patch_size: int,
+                 mlp_ratio: float, img_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.pos_grid = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.patch_embed = PatchEmbed(patch_size, embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
+
+    def position_embedding(self, grid: tuple[int, int]) -> Tensor:
+        """Position embeddings for a token grid, resized bicubically from the trained grid
+        (as mmseg does for inputs of another size)."""
+        # A symbolic (run-time) size is always resized; bicubic at the same size is the identity.
+        if not any(isinstance(g, torch.SymInt) for g in grid) and tuple(grid) == self.pos_grid:
+            return self.pos_embed
+        gh, gw = self.pos_grid
+        pos = self.pos_embed.reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos, size=grid, mode="bicubic", align_corners=False)
+        return pos.flatten(2).transpose(1, 2)
+
+    def embed(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """``(B, 3, H, W) -> (B, N, C)`` tokens and the ``(H/p, W/p)`` grid."""
+        p = self.patch_size
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        h, w = images.shape[-2:]
+        if not isinstance(h, torch.SymInt) and (h % p or w % p):
+            raise ValueError(f"image size {h}x{w} must be a multiple of the patch size {p}")
+        grid = (h // p, w // p)
+        return self.patch_embed(images) + self.position_embedding(grid), grid

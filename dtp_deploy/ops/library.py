@@ -1,0 +1,56 @@
+"""The token ops as ``torch.ops.dtp.*`` custom ops.
+
+The model calls these, never the reference functions directly: eagerly they run the reference
+semantics, and under ``torch.export`` they stay single nodes with a data-dependent width ``M``,
+which the ONNX exporter then maps to a plugin node or to a standard-op lowering.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import reference
+
+
+@torch.library.custom_op("dtp::token_split", mutates_args=())
+def token_split_op(
+    tokens: Tensor, confidence: Tensor, label: Tensor, index: Tensor,
+    threshold: float, context_topk: int, num_classes: int,
+) -> tuple[Tensor, Tensor]:
+    kept_tokens, kept_index = reference.token_split(
+        tokens, confidence, label, index,
+        threshold=threshold, context_topk=context_topk, num_classes=num_classes)
+    return kept_tokens.contiguous(), kept_index.contiguous()
+
+
+@token_split_op.register_fake
+def _(tokens, confidence, label, index, threshold, context_topk, num_classes):
+    ctx = torch.library.get_ctx()
+    width = ctx.new_dynamic_size(min=0, max=tokens.shape[1])
+    batch, _, channels = tokens.shape
+    return tokens.new_empty(batch, width, channels), index.new_empty(batch, width)
+
+
+@torch.library.custom_op("dtp::token_reconstruct", mutates_args=())
+def token_reconstruct_op(base: Tensor, updates: Tensor, index: Tensor) -> Tensor:
+    return reference.token_reconstruct(base, updates, index)
+
+
+@token_reconstruct_op.register_fake
+def _(base, updates, index):
+    return torch.empty_like(base)
+
+
+def token_split(
+    tokens: Tensor, confidence: Tensor, label: Tensor, index: Tensor, *,
+    threshold: float, context_topk: int = 0, num_classes: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """``torch.ops.dtp.token_split``; see :func:`dtp_deploy.ops.reference.token_split`."""
+    return token_split_op(tokens, confidence, label, index,
+                          float(threshold), int(context_topk), int(num_classes))
+
+
+def token_reconstruct(base: Tensor, updates: Tensor, index: Tensor) -> Tensor:
+    """``torch.ops.dtp.token_reconstruct``; see :func:`dtp_deploy.ops.reference.token_reconstruct`."""
+    return token_reconstruct_op(base, updates, index)
