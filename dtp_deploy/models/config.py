@@ -94,8 +94,8 @@ def _dtop(arch: str, embed_dim: int, depth: int, num_heads: int, stage_ends, hea
 # 8, 16, 24; head width 384 and 512; thresholds 0.9 and 0.95). ViT-S follows the same layout
 # at DeiT-S width. ViT-T is this project's small model for tests and the built-in model.
 PRESETS: dict[str, ModelConfig] = {
-    "dtop-vit-t": _dtop("dtop-vit-t", 192, 8, 3, (4, 6, 8), 96, 3, 0.9,
-                        head_layers=2, img_size=(256, 256)),
+    "dtop-vit-t": _dtop("dtop-vit-t", 192, 6, 3, (3, 4, 6), 96, 3, 0.9,
+                        head_layers=2, img_size=(192, 192)),
     "dtop-vit-s": _dtop("dtop-vit-s", 384, 12, 6, (6, 8, 12), 192, 6, 0.9),
     "dtop-vit-b": _dtop("dtop-vit-b", 768, 12, 12, (6, 8, 12), 384, 6, 0.9),
     "dtop-vit-l": _dtop("dtop-vit-l", 1024, 24, 16, (8, 16, 24), 512, 8, 0.95,

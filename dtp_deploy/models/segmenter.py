@@ -98,6 +98,21 @@ class TokenPruningSegmenter(nn.Module):
                     bias = padding_bias(index, tokens.dtype)
         return self.predict(state, grid), torch.stack(counts, dim=1)
 
+    def stage_predictions(self, images: Tensor) -> list[Tensor]:
+        """Every stage's class scores ``(B, K, h, w)`` with no token exiting (for training
+        the heads and for calibrating thresholds)."""
+        tokens, grid = self.encoder.embed(images)
+        index = torch.arange(tokens.shape[1], dtype=torch.int32, device=tokens.device)
+        index = index.expand(tokens.shape[0], -1)
+        state = self.init_state(tokens, grid)
+        outputs = []
+        for stage, (start, end) in enumerate(self.stage_ranges()):
+            for block in self.encoder.blocks[start:end]:
+                tokens = block(tokens)
+            state, _, _ = self.run_head(stage, tokens, index, None, state, grid)
+            outputs.append(self.predict(state, grid))
+        return outputs
+
     def macs(self, keep_counts: Sequence[int], grid: tuple[int, int]) -> dict[str, int]:
         """Analytic multiply-adds (fvcore convention: one MAC per multiply-add) of one image
         whose stages saw ``keep_counts`` tokens. Element-wise ops, norms and softmax are not

@@ -42,6 +42,24 @@ def _(base, updates, index):
     return torch.empty_like(base)
 
 
+def _reconstruct_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[2])
+
+
+def _reconstruct_backward(ctx, grad):
+    """Rows overwritten by an update take their gradient from the update, the rest from base."""
+    (index,) = ctx.saved_tensors
+    rows = index.clamp(min=0).long().unsqueeze(-1).expand(-1, -1, grad.shape[-1])
+    valid = (index >= 0).unsqueeze(-1)
+    grad_updates = grad.gather(1, rows) * valid
+    overwritten = reference.token_reconstruct(torch.ones_like(grad[..., :1]),
+                                              torch.zeros_like(grad_updates[..., :1]), index)
+    return grad * overwritten, grad_updates, None
+
+
+token_reconstruct_op.register_autograd(_reconstruct_backward, setup_context=_reconstruct_setup)
+
+
 def token_split(
     tokens: Tensor, confidence: Tensor, label: Tensor, index: Tensor, *,
     threshold: float, context_topk: int = 0, num_classes: int = 0,

@@ -1,0 +1,242 @@
+"""Loading and saving checkpoints.
+
+Three inputs are accepted by :func:`load_model`:
+
+* our own format: ``{"format": "dtp-deploy", "config": {...}, "state_dict": {...}}``, which
+  rebuilds the model with no extra flags;
+* an official DToP checkpoint (mmseg/mmengine ``{"state_dict": ...}`` with ``backbone.*``,
+  ``decode_head.*``, ``auxiliary_head.{k}.*`` names);
+* a bare state dict with either naming.
+
+For the last two the architecture is inferred from the weight shapes or given with ``arch``.
+Nothing is loaded partially: any missing, unexpected or mis-shaped key is an error that names
+the file, the keys and the likely fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .models import PRESETS, ModelConfig, TokenPruningSegmenter, build_from_config, preset
+
+FORMAT = "dtp-deploy"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says why and what to do."""
+
+
+# Official (mmseg) DToP backbone names -> ours. Heads keep their names under a new prefix.
+_MMSEG_BLOCK = [
+    ("ln1.", "norm1."), ("attn.attn.in_proj_weight", "attn.qkv.weight"),
+    ("attn.attn.in_proj_bias", "attn.qkv.bias"), ("attn.attn.out_proj.", "attn.proj."),
+    ("ln2.", "norm2."), ("ffn.layers.0.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.fc2."),
+]
+
+
+def _dtop_head_prefixes(num_stages: int) -> list[tuple[str, str]]:
+    pairs = [(f"auxiliary_head.{k}.", f"heads.{k}.") for k in range(num_stages - 1)]
+    return pairs + [("decode_head.", f"heads.{num_stages - 1}.")]
+
+
+def from_official(state: Mapping[str, torch.Tensor], num_stages: int) -> dict[str, torch.Tensor]:
+    """Official DToP (mmseg) names -> this project's names. Unknown keys pass through
+    unchanged, so that the strict load reports them."""
+    out: dict[str, torch.Tensor] = {}
+    heads = _dtop_head_prefixes(num_stages)
+    for key, value in state.items():
+        new = key
+        if key == "backbone.pos_embed":
+            new = "encoder.pos_embed"
+            value = value[:, 1:] if value.shape[1] == _grid_tokens_with_cls(value) else value
+        elif key == "backbone.cls_token":
+            continue  # DToP runs without a class token
+        elif key.startswith("backbone.patch_embed.projection."):
+            new = key.replace("backbone.patch_embed.projection.", "encoder.patch_embed.proj.")
+        elif m := re.match(r"backbone\.layers\.(\d+)\.(.*)", key):
+            rest = m.group(2)
+            for old, ours in _MMSEG_BLOCK:
+                if rest.startswith(old):
+                    rest = ours + rest[len(old):]
+                    break
+            new = f"encoder.blocks.{m.group(1)}.{rest}"
+        else:
+            for old, ours in heads:
+                if key.startswith(old):
+                    new = ours + key[len(old):]
+                    break
+        out[new] = value
+    return out
+
+
+def to_official(model: TokenPruningSegmenter) -> dict[str, torch.Tensor]:
+    """This project's names -> official DToP (mmseg) names, incl. the unused class token."""
+    inverse_heads = [(ours, old) for old, ours in _dtop_head_prefixes(model.config.num_stages)]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if key == "encoder.pos_embed":
+            out["backbone.pos_embed"] = torch.cat([value.new_zeros(1, 1, value.shape[-1]), value], 1)
+            out["backbone.cls_token"] = value.new_zeros(1, 1, value.shape[-1])
+        elif key.startswith("encoder.patch_embed.proj."):
+            out[key.replace("encoder.patch_embed.proj.", "backbone.patch_embed.projection.")] = value
+        elif m := re.match(r"encoder\.blocks\.(\d+)\.(.*)", key):
+            rest = m.group(2)
+            for old, ours in _MMSEG_BLOCK:
+                if rest.startswith(ours):
+                    rest = old + rest[len(ours):]
+                    break
+            out[f"backbone.layers.{m.group(1)}.{rest}"] = value
+        else:
+            for ours, old in inverse_heads:
+                if key.startswith(ours):
+                    out[old + key[len(ours):]] = value
+                    break
+    return out
+
+
+def _grid_tokens_with_cls(pos_embed: torch.Tensor) -> int:
+    """``1 + g*g`` when the official position embedding carries a class-token slot."""
+    n = pos_embed.shape[1]
+    side = int(round((n - 1) ** 0.5))
+    return n if side * side == n - 1 else -1
+
+
+def _is_official(state: Mapping[str, Any]) -> bool:
+    return any(k.startswith("backbone.") for k in state)
+
+
+def infer_config(state: Mapping[str, torch.Tensor], arch: str | None, path: str) -> ModelConfig:
+    """Architecture from weight shapes (our naming): embed dim and depth pick the preset;
+    classes, head width and trained size are read off the tensors."""
+    try:
+        embed_dim = state["encoder.patch_embed.proj.weight"].shape[0]
+        depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"encoder\.blocks\.(\d+)\.", k)))
+        num_stages = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"heads\.(\d+)\.", k)))
+        num_classes, head_dim = state["heads.0.q.weight"].shape
+        head_layers = 1 + max(int(m.group(1)) for k in state
+                              if (m := re.match(r"heads\.0\.decoder\.layers\.(\d+)\.", k)))
+        grid_tokens = state["encoder.pos_embed"].shape[1]
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(
+            f"{path}: not a DToP checkpoint this version understands (no {err}). Expected our "
+            "format (saved by dtp-deploy) or official DToP/mmseg names "
+            "(backbone.layers.N.attn.attn.in_proj_weight, decode_head.*, auxiliary_head.N.*)."
+        ) from None
+    if arch is None:
+        matches = [name for name, cfg in PRESETS.items()
+                   if cfg.embed_dim == embed_dim and cfg.depth == depth and cfg.num_stages == num_stages]
+        if len(matches) != 1:
+            raise CheckpointError(
+                f"{path}: cannot tell the architecture from its weights (embed dim {embed_dim}, "
+                f"{depth} blocks, {num_stages} heads); pass --arch, one of {sorted(PRESETS)}")
+        arch = matches[0]
+    side = int(round(grid_tokens ** 0.5))
+    if side * side != grid_tokens:
+        raise CheckpointError(f"{path}: position embedding has {grid_tokens} tokens, not a square "
+                              "grid; save the model with dtp-deploy to keep its non-square size")
+    base = preset(arch)
+    head_heads = base.head_heads if head_dim % base.head_heads == 0 else 1
+    return preset(arch, num_classes=num_classes, head_dim=head_dim, head_heads=head_heads,
+                  head_layers=head_layers,
+                  img_size=(side * base.patch_size, side * base.patch_size))
+
+
+def _load_file(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}). Is the file truncated or of another format?"
+        ) from None
+
+
+def load_model(path: str | os.PathLike, *, arch: str | None = None,
+               thresholds: Sequence[float] | None = None, pruning: bool = True) -> TokenPruningSegmenter:
+    """Load a checkpoint (our format, official DToP, or a bare state dict) into an eval-mode model.
+
+    Args:
+        path: the checkpoint file.
+        arch: preset name; needed only when the weights do not say it (official/bare files).
+        thresholds: per-auxiliary-stage exit thresholds overriding the checkpoint's.
+        pruning: ``False`` for the dense baseline from the same weights.
+    """
+    path = str(path)
+    data = _load_file(path)
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(data).__name__}, not a checkpoint dictionary")
+    if data.get("format") == FORMAT:
+        config = ModelConfig.from_dict(dict(data["config"]))
+        if arch is not None and arch != config.arch:
+            raise CheckpointError(f"{path}: holds a {config.arch} model, not {arch}; drop --arch")
+        state = data["state_dict"]
+    else:
+        state = data.get("state_dict", data)
+        if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{path}: no state dict of tensors found (top-level keys: "
+                                  f"{sorted(data)[:8]})")
+        if _is_official(state):
+            if "backbone.layers.0.attn.qkv.weight" in state:
+                raise CheckpointError(f"{path}: has the keys of a DoViT model (attn.qkv); "
+                                      "this version loads DToP checkpoints")
+            num_stages = 1 + sum(1 for k in state if re.fullmatch(r"auxiliary_head\.\d+\.q\.weight", k))
+            state = from_official(state, num_stages)
+        config = infer_config(state, arch, path)
+    model = build_from_config(config)
+    _strict_load(model, state, path)
+    model.set_thresholds(thresholds)
+    model.pruning = pruning
+    return model.eval()
+
+
+def _strict_load(model: TokenPruningSegmenter, state: Mapping[str, torch.Tensor], path: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        for name, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {name} (first: {', '.join(keys[:4])})")
+        raise CheckpointError(
+            f"{path}: weights do not fit {model.config.arch}: {'; '.join(parts)}. "
+            f"Check --arch (one of {sorted(PRESETS)}) and that the file is a DToP checkpoint.")
+    model.load_state_dict(state, strict=True)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` into a temporary file beside ``path`` and rename: never half-written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: TokenPruningSegmenter, path: str | os.PathLike) -> None:
+    """Save in our format: the config (with the model's current thresholds) and the weights."""
+    config = model.config.replace(thresholds=model.thresholds)
+    atomic_save({"format": FORMAT, "version": __version__, "config": config.to_dict(),
+                 "state_dict": model.state_dict()}, path)
+
+
+def save_official(model: TokenPruningSegmenter, path: str | os.PathLike) -> None:
+    """Save under the official mmseg names (``{"state_dict": ...}``), e.g. for round trips."""
+    atomic_save({"meta": {"saved_by": f"dtp-deploy {__version__}"}, "state_dict": to_official(model)}, path)
