@@ -17,7 +17,7 @@ __all__ = ["keep_mask", "token_split", "token_reconstruct"]
 def _rank_within_label(confidence: Tensor, label: Tensor, valid: Tensor) -> Tensor:
     """Rank of every token among the valid tokens of its label, most confident first.
 
-    Ties are broken by the lower position. Invalid tokens get a rank that never counts.
+    Ties are broken by the lower position. Ranks of invalid tokens are meaningless.
     Two stable sorts (confidence descending, then label) order each label group by
     (confidence desc, position asc) without an O(N^2) comparison.
     """
@@ -36,7 +36,7 @@ def _rank_within_label(confidence: Tensor, label: Tensor, valid: Tensor) -> Tens
     rank_sorted = slot - group_start
     rank = torch.empty_like(rank_sorted)
     rank.scatter_(1, order, rank_sorted)
-    return torch.where(valid, rank, torch.full_like(rank, n))
+    return rank
 
 
 def keep_mask(
@@ -51,7 +51,7 @@ def keep_mask(
     valid = index >= 0
     keep = valid & (confidence <= threshold)
     if context_topk > 0:
-        keep |= _rank_within_label(confidence, label, valid) < context_topk
+        keep |= valid & (_rank_within_label(confidence, label, valid) < context_topk)
     return keep
 
 
