@@ -9,8 +9,30 @@ Parameter names match the official checkpoints (``input_proj``, ``proj_norm``, `
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+class QuerySelfAttention(nn.Module):
+    """Self-attention over the class queries with ``nn.MultiheadAttention``'s parameter names
+    (so official weights load as they are) but plain ops: its inference fast path is opaque
+    to FLOP counters and exporters."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, k, d = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = qkv.reshape(b, k, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        return self.out_proj(out.transpose(1, 2).reshape(b, k, d))
 
 
 class CrossAttention(nn.Module):
@@ -44,7 +66,7 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.self_attn = QuerySelfAttention(dim, num_heads)
         self.multihead_attn = CrossAttention(dim, num_heads)
         self.linear1 = nn.Linear(dim, dim * 4)
         self.linear2 = nn.Linear(dim * 4, dim)
@@ -53,7 +75,7 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, queries: Tensor, tokens: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
-        queries = self.norm1(queries + self.self_attn(queries, queries, queries, need_weights=False)[0])
+        queries = self.norm1(queries + self.self_attn(queries))
         attended, logits = self.multihead_attn(queries, tokens, bias)
         queries = self.norm2(queries + attended)
         queries = self.norm3(queries + self.linear2(F.relu(self.linear1(queries))))

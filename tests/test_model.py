@@ -1,0 +1,115 @@
+"""The batched DToP model against the official per-image loop, re-implemented from DESIGN.md."""
+
+import pytest
+import torch
+
+from dtp_deploy.models import build_model
+
+
+def official_loop(model, image):
+    """One image at a time, as the official code runs: exited tokens are dropped, each head
+    writes its mask logits into a canvas at the active positions, and above-threshold tokens
+    exit except the top ``context_topk`` per predicted class among them (stable on ties)."""
+    cfg = model.config
+    x, grid = model.encoder.embed(image[None])
+    active = torch.arange(x.shape[1])
+    canvas = torch.zeros(cfg.num_classes, x.shape[1])
+    counts = []
+    for stage, (start, end) in enumerate(model.stage_ranges()):
+        counts.append(len(active))
+        for block in model.encoder.blocks[start:end]:
+            x = block(x)
+        logits, class_probs = model.heads[stage](x)
+        canvas[:, active] = logits[0].T
+        if stage == cfg.num_stages - 1:
+            scores = class_probs[0, :, None] * canvas.sigmoid()
+            return scores.reshape(-1, *grid), counts
+        value, label = (class_probs[0] * logits[0].sigmoid()).max(dim=-1)
+        exits = value > model.thresholds[stage]
+        for cls in label[exits].unique():
+            members = torch.nonzero(exits & (label == cls)).flatten()
+            order = sorted(members.tolist(), key=lambda n: (-float(value[n]), n))
+            exits[order[:cfg.context_topk]] = False
+        x = x[:, ~exits]
+        active = active[~exits]
+
+
+def make_model(thresholds, **kw):
+    model = build_model("dtop-vit-t", num_classes=5, **kw).eval()
+    # Sharpen the class scores of random weights so that confidences spread across (0, 1).
+    with torch.no_grad():
+        for head in model.heads:
+            head.class_embed.weight.mul_(20)
+    model.set_thresholds(thresholds)
+    return model
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("size", [(96, 96), (64, 112)], ids=["square", "non-square"])
+@pytest.mark.parametrize("thresholds", [(0.3, 0.3), (2.0, 2.0), (-1.0, -1.0), (0.2, 0.5)],
+                         ids=["some-exit", "nothing-exits", "everything-exits", "mixed"])
+def test_batched_model_matches_official_loop(batch, size, thresholds):
+    model = make_model(thresholds)
+    images = torch.randn(batch, 3, *size)
+    with torch.inference_mode():
+        scores, counts = model(images)
+        for b in range(batch):
+            want, want_counts = official_loop(model, images[b])
+            assert counts[b].tolist() == want_counts
+            torch.testing.assert_close(scores[b], want, atol=1e-5, rtol=1e-4)
+
+
+def test_batch_holds_different_keep_counts():
+    model = make_model((0.3, 0.3))
+    images = torch.randn(4, 3, 96, 96)
+    images[0] *= 0.0  # a flat image grades very differently from noise
+    with torch.inference_mode():
+        _, counts = model(images)
+    assert counts[:, 0].eq(36).all()
+    assert len(set(counts[:, 1].tolist())) > 1, "the test needs different keep counts per image"
+
+
+def test_dense_mode_is_the_segvit_baseline():
+    """Dense mode runs only the final head on all tokens; pruning that never prunes agrees."""
+    model = make_model((2.0, 2.0))
+    images = torch.randn(2, 3, 64, 80)
+    with torch.inference_mode():
+        pruned, _ = model(images)
+        model.pruning = False
+        dense, counts = model(images)
+        x, grid = model.encoder.embed(images)
+        for block in model.encoder.blocks:
+            x = block(x)
+        logits, class_probs = model.heads[-1](x)
+    assert counts.eq(20).all()
+    baseline = (class_probs[:, None] * logits.sigmoid()).transpose(1, 2).reshape(2, -1, *grid)
+    torch.testing.assert_close(dense, baseline)
+    torch.testing.assert_close(pruned, dense)
+
+
+def test_position_embedding_is_resized_bicubically_for_other_sizes():
+    model = make_model((0.5, 0.5))
+    assert model.encoder.position_embedding((12, 12)) is model.encoder.pos_embed
+    pos = model.encoder.position_embedding((4, 7))
+    assert pos.shape == (1, 28, model.config.embed_dim)
+
+
+@pytest.mark.parametrize("bad", [(2, 3, 100, 96), (2, 1, 96, 96)])
+def test_bad_input_shapes_raise_clear_errors(bad):
+    with pytest.raises(ValueError, match="multiple of the patch size|expected images"):
+        make_model((0.5, 0.5))(torch.randn(*bad))
+
+
+def test_threshold_count_is_checked():
+    with pytest.raises(ValueError, match="2 auxiliary stages"):
+        make_model((0.5, 0.5)).set_thresholds([0.5])
+
+
+def test_no_host_sync_loops_in_forward_source():
+    """The forward pass must not loop over the batch or classes, nor call .item()."""
+    import inspect
+
+    from dtp_deploy.models import heads, segmenter, vit
+    for module in (segmenter, heads, vit):
+        source = inspect.getsource(module)
+        assert ".item()" not in source and ".tolist()" not in source.split("def macs")[0]
