@@ -1,0 +1,63 @@
+"""What an exported model carries in ONNX ``metadata_props`` (and engine sidecars), so a runtime
+needs no checkpoint and no torch. Values are JSON; keys are prefixed ``dtp.``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+PREFIX = "dtp."
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The deployment facts of an exported model."""
+
+    version: str  # dtp-deploy version that wrote it
+    arch: str
+    method: str  # "dtop" | "dovit"
+    flavour: str  # "plugin" | "portable"
+    dense: bool  # True: exported without token exits (the baseline)
+    class_names: tuple[str, ...]
+    mean: tuple[float, float, float]  # RGB, 0-255 scale
+    std: tuple[float, float, float]
+    patch_size: int
+    input_layout: str  # "NCHW float32 normalised RGB" (or float16)
+    input_size: tuple[int, int] | None  # fixed (H, W) of the graph, None if symbolic
+    trained_size: tuple[int, int]  # crop size the model was trained at (slide inference default)
+    stage_ends: tuple[int, ...]
+    thresholds: tuple[float, ...]
+    context_topk: int
+    precision: str  # "fp32" | "fp16"
+    outputs: tuple[str, ...]  # graph outputs, e.g. ("scores", "keep_counts")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_props(self) -> dict[str, str]:
+        """``metadata_props`` entries: ``dtp.<field>`` -> JSON value."""
+        return {PREFIX + f.name: json.dumps(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelMetadata:
+        """Parse ``metadata_props``; a missing key is an error that names the source."""
+        values: dict[str, Any] = {}
+        missing = []
+        for f in fields(cls):
+            raw = props.get(PREFIX + f.name)
+            if raw is None:
+                missing.append(PREFIX + f.name)
+                continue
+            value = json.loads(raw)
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+        if missing:
+            raise ValueError(f"{source}: not exported by dtp-export (missing metadata "
+                             f"{', '.join(missing[:4])}); re-export it with dtp-export")
+        for key in ("input_size", "trained_size"):
+            if values[key] is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
