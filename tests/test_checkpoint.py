@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from dtp_deploy.checkpoint import CheckpointError, load_model, save_model, save_official, to_official
+from dtp_deploy.checkpoint import (
+    CheckpointError,
+    load_model,
+    save_model,
+    save_official,
+    to_official,
+)
 from dtp_deploy.models import build_model
 
 
