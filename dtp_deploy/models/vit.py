@@ -20,6 +20,19 @@ def padding_bias(index: Tensor, dtype: torch.dtype) -> Tensor:
     return bias[:, None, None, :]
 
 
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``softmax(q k^T / sqrt(d) + bias) v`` over ``(B, heads, N, d)`` tensors.
+
+    With concrete sizes this is the fused kernel. When the token count is symbolic (a traced
+    graph after a token split) it is plain matmuls: the fused op's shape checks would have to
+    decide whether the data-dependent count is 0 or 1, which no trace can know.
+    """
+    if not isinstance(q.shape[2], torch.SymInt) and not isinstance(k.shape[2], torch.SymInt):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    return (logits if bias is None else logits + bias).softmax(dim=-1) @ v
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3) -> None:
         super().__init__()
@@ -45,7 +58,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         b, n, c = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=bias)
+        out = attention(qkv[0], qkv[1], qkv[2], bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

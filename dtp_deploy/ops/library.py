@@ -27,7 +27,9 @@ def token_split_op(
 @token_split_op.register_fake
 def _(tokens, confidence, label, index, threshold, context_topk, num_classes):
     ctx = torch.library.get_ctx()
-    width = ctx.new_dynamic_size(min=0, max=tokens.shape[1])
+    # A later split's input width is itself data-dependent: then there is no static bound.
+    upper = tokens.shape[1] if isinstance(tokens.shape[1], int) else None
+    width = ctx.new_dynamic_size(min=0, max=upper)
     batch, _, channels = tokens.shape
     return tokens.new_empty(batch, width, channels), index.new_empty(batch, width)
 
