@@ -27,7 +27,7 @@ from collections.abc import Callable
 from onnxscript import opset18 as op
 from onnxscript.values import Opset
 
-from .schemas import DTP_DOMAIN, DTP_VERSION, PLUGIN_ATTRIBUTES
+from .schemas import DTP_DOMAIN, DTP_VERSION, PLUGIN_ATTRIBUTES, register_dtp_schemas
 
 PORTABLE_MIN_OPSET = 18  # ReduceMax/ReduceSum with axes as input, ScatterElements, CumSum
 
@@ -129,6 +129,7 @@ def translation_table(flavour: str) -> dict:
 
     import dtp_deploy.ops.library  # noqa: F401  (registers torch.ops.dtp.*)
 
+    register_dtp_schemas()  # onnxscript looks the dtp ops up in onnx's schema registry
     split, reconstruct = _TABLES[flavour]
     return {torch.ops.dtp.token_split.default: split,
             torch.ops.dtp.token_reconstruct.default: reconstruct}

@@ -51,9 +51,17 @@ def _require_rank(ctx, slot: int, name: str, rank: int, op_type: str):
     dims = _dims_of(ctx.get_input_type(slot))
     if dims is not None and len(dims) != rank:
         raise onnx.shape_inference.InferenceError(
-            f"{op_type} {ctx.get_display_name()!r}: input {name} has rank {len(dims)}, "
+            f"{op_type} {_node_name(ctx, op_type)!r}: input {name} has rank {len(dims)}, "
             f"expected {rank}")
     return dims
+
+
+def _node_name(ctx, op_type: str) -> str:
+    # onnx describes the node as "node TokenSplit[dtp] (name)"; keep just the name.
+    shown = ctx.get_display_name() or ""
+    if shown.endswith(")") and "(" in shown:
+        shown = shown[shown.rindex("(") + 1:-1]
+    return shown or op_type
 
 
 def _infer_token_split(ctx) -> None:
@@ -61,7 +69,7 @@ def _infer_token_split(ctx) -> None:
     dims = _require_rank(ctx, 0, "tokens", 3, "TokenSplit")
     for slot, name in ((1, "confidence"), (2, "label"), (3, "index")):
         _require_rank(ctx, slot, name, 2, "TokenSplit")
-    width = f"{ctx.get_display_name() or 'TokenSplit'}_M"  # data-dependent, 0 <= M <= N
+    width = f"{_node_name(ctx, 'TokenSplit')}_M"  # data-dependent, 0 <= M <= N
     if dims is None:
         row_dims = index_dims = None
     else:
