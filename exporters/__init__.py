@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ExportError", "ExportReport", "export_onnx", "METADATA_KEYS", "FLAVOURS",
+__all__ = ["ExportError", "ExportCheckError", "ExportReport", "export_onnx", "METADATA_KEYS", "FLAVOURS",
            "DEFAULT_OPSET", "SUPPORTED_OPSETS"]
 
 

@@ -56,6 +56,11 @@ class ExportError(ValueError):
     """An export request that cannot be met; the message names the value and the fix."""
 
 
+class ExportCheckError(ExportError):
+    """torch's exporter failed, or the graph failed its check (ONNX checker, shape inference,
+    the comparison with PyTorch): a bug to report rather than a bad argument."""
+
+
 @dataclass
 class ExportReport:
     """What :func:`export_onnx` wrote, and what its check found."""
@@ -272,7 +277,7 @@ def export_onnx(
                     custom_translation_table=translation_table(flavour), optimize=True,
                     verbose=False)
         except Exception as err:
-            raise ExportError(f"torch.onnx.export failed for {cfg.arch} ({flavour}, "
+            raise ExportCheckError(f"torch.onnx.export failed for {cfg.arch} ({flavour}, "
                               f"{height}x{width}): {type(err).__name__}: {err}") from err
         proto = program.model_proto
         meta = ModelMetadata(
@@ -310,7 +315,7 @@ def export_onnx(
                     onnx.checker.check_model(tmp, full_check=True)
                     onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
                 except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-                    raise ExportError(f"the exported graph fails the ONNX check: {err}") from err
+                    raise ExportCheckError(f"the exported graph fails the ONNX check: {err}") from err
                 say("comparing ONNX Runtime with PyTorch")
                 images = _check_images(model, batch, height, width)
                 diff, counts, match = _compare_with_torch(reference, tmp, images, fp16)
@@ -318,7 +323,7 @@ def export_onnx(
                 report.keep_counts, report.keep_counts_match = counts, match
                 tolerance = CHECK_TOLERANCE[meta.precision]
                 if match and not diff <= tolerance:
-                    raise ExportError(
+                    raise ExportCheckError(
                         f"ONNX Runtime and PyTorch differ by {diff:.3g} (> {tolerance:g}) on the "
                         f"check batch with the same keep counts {counts}: the {flavour} graph is "
                         "wrong; please report it (or pass check=False / --no-check to keep it)")

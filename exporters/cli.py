@@ -1,0 +1,117 @@
+"""``dtp-export``: a checkpoint (or the built-in model) to an ONNX graph.
+
+The command only parses options and calls :func:`exporters.export.export_onnx`.
+Exit codes: 0 written, 2 bad input (options, checkpoint), 1 export or check failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .export import DEFAULT_OPSET, FLAVOURS, POSTPROCESS
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _print_report(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"wrote {report.path}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    shapes = ", ".join(f"{name} {shape}" for name, shape in report.outputs.items())
+    rows = [
+        ("flavour", report.flavour),
+        ("precision / opset", f"{report.precision} / {report.opset}"),
+        ("mode", "dense (no exits)" if report.dense else f"pruned, thresholds {report.thresholds}"),
+        ("input", f"images {report.input_shape}"),
+        ("outputs", shapes),
+        ("dtp nodes", ", ".join(f"{k} x{v}" for k, v in report.dtp_nodes.items()) or "none"),
+        ("nodes / size", f"{report.num_nodes} / {report.size_bytes / 2**20:.1f} MiB"),
+    ]
+    if report.checked:
+        agree = "same" if report.keep_counts_match else "DIFFERENT (threshold ties)"
+        rows.append(("check vs PyTorch", f"max |diff| {report.max_abs_diff:.2e}, keep counts "
+                                         f"{report.keep_counts} ({agree})"))
+    rows.append(("time", f"{report.seconds:.1f} s"))
+    for key, value in rows:
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="ONNX file to write; default: MODEL with .onnx next to it (built-in: "
+                   "<arch>.onnx here).")
+@click.option("--flavour", type=click.Choice(FLAVOURS), default="plugin", show_default=True,
+              help="plugin: dtp::TokenSplit/TokenReconstruct nodes for the TensorRT plugins; "
+                   "portable: standard ONNX ops only.")
+@click.option("--height", type=int, help="Input height (multiple of 16); default: the trained size.")
+@click.option("--width", type=int, help="Input width (multiple of 16); default: the trained size.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch size of the graph.")
+@click.option("--dynamic-batch", is_flag=True, help="Symbolic batch dimension.")
+@click.option("--dynamic-shape", is_flag=True, help="Symbolic height and width.")
+@click.option("--dense", is_flag=True, help="Export the dense baseline (no token exits).")
+@click.option("--threshold", "thresholds", multiple=True, type=float,
+              help="Exit threshold of an auxiliary stage; repeat once per stage.")
+@click.option("--fp16", is_flag=True, help="FP16 graph (half weights, input and scores).")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
+@click.option("--postprocess", type=click.Choice(POSTPROCESS), default="none", show_default=True,
+              help="argmax: add labels (B, H, W) int32 at input resolution.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Run the ONNX checker and compare ONNX Runtime with PyTorch.")
+@click.option("--arch", help="Preset name, for official checkpoints whose shapes are ambiguous.")
+@click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
+def main(model, output, flavour, height, width, batch, dynamic_batch, dynamic_shape, dense,
+         thresholds, fp16, opset, postprocess, check, arch, as_json):
+    """Export MODEL (a checkpoint) to ONNX; without MODEL, the built-in model.
+
+    The checkpoint's own config gives the architecture, classes, normalisation and
+    thresholds; the graph takes normalised NCHW RGB ``images`` and returns ``scores``
+    (B, K, H/16, W/16) and ``keep_counts`` (B, S).
+
+    \b
+    Examples:
+      dtp-export
+      dtp-export model.pth --flavour portable --height 512 --width 1024
+      dtp-export dtop_vit_b_ade20k.pth --arch dtop-vit-b --fp16 --dynamic-batch -o vitb.onnx
+    """
+    from rich.console import Console
+
+    from dtp_deploy.builtin import open_model
+    from dtp_deploy.checkpoint import CheckpointError
+
+    from .export import ExportCheckError, ExportError, export_onnx
+
+    try:
+        loaded = open_model(model, arch=arch)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        _fail(str(err), 2)
+    if output is None:
+        output = (Path(model).with_suffix(".onnx") if model is not None
+                  else Path(f"{loaded.config.arch}.onnx"))
+    console = Console(stderr=True)
+    try:
+        with console.status("exporting") as status:
+            report = export_onnx(
+                loaded, output, flavour=flavour, height=height, width=width, batch=batch,
+                dynamic_batch=dynamic_batch, dynamic_shape=dynamic_shape, dense=dense,
+                thresholds=list(thresholds) or None, fp16=fp16, opset=opset,
+                postprocess=postprocess, check=check, progress=status.update)
+    except ExportCheckError as err:
+        _fail(str(err), 1)
+    except ExportError as err:
+        _fail(str(err), 2)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report)
