@@ -1,0 +1,232 @@
+"""Inference backends the benchmark can time: PyTorch eager, ONNX Runtime, TensorRT.
+
+A backend says up front whether it can run here (:meth:`Backend.unavailable` returns the
+reason, or None), then builds one :class:`Variant` per (dense | pruned) model. A variant turns
+a CPU batch into whatever its engine eats (:meth:`Variant.place`, untimed) and runs it
+(:meth:`Variant.timed`), returning the wall time in milliseconds and the keep counts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+BACKENDS = ("torch", "ort", "trt")
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run this configuration; the message says why."""
+
+
+class Variant:
+    """One model (dense or pruned) on one backend, at one batch size and input size."""
+
+    supports_thresholds = False
+    cuda_memory = False
+
+    def place(self, images: torch.Tensor, thresholds: Sequence[float] | None = None) -> Any:
+        raise NotImplementedError
+
+    def timed(self, placed: Any) -> tuple[float, np.ndarray]:
+        """Run once; ``(milliseconds, keep_counts (B, S) int)``."""
+        raise NotImplementedError
+
+
+class Backend:
+    name = ""
+
+    def unavailable(self, device: str, fp16: bool) -> str | None:
+        raise NotImplementedError
+
+    def variant(self, model, *, pruned: bool, batch: int, height: int, width: int, device: str,
+                fp16: bool, workdir: Path) -> Variant:
+        raise NotImplementedError
+
+    def version(self) -> str | None:
+        return None
+
+
+# -- PyTorch eager -----------------------------------------------------------------------------
+class TorchVariant(Variant):
+    supports_thresholds = True
+
+    def __init__(self, model, pruned: bool, device: str, dtype: torch.dtype) -> None:
+        self.model, self.pruned, self.device, self.dtype = model, pruned, device, dtype
+        self.default_thresholds = tuple(model.thresholds)
+        self.cuda_memory = device == "cuda"
+
+    def place(self, images, thresholds=None):
+        return images.to(self.device, self.dtype), tuple(thresholds or self.default_thresholds)
+
+    def timed(self, placed):
+        images, thresholds = placed
+        model = self.model
+        model.pruning = self.pruned  # both variants share one module: the same weights
+        model.thresholds = thresholds
+        with torch.inference_mode():
+            if self.device == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                _, keep = model(images)
+                end.record()
+                end.synchronize()
+                ms = start.elapsed_time(end)
+            else:
+                t0 = time.perf_counter()
+                _, keep = model(images)
+                ms = (time.perf_counter() - t0) * 1e3
+        return ms, keep.cpu().numpy()
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self) -> None:
+        self._modules: dict[tuple[int, str, bool], Any] = {}
+
+    def unavailable(self, device, fp16):
+        if device == "cuda" and not torch.cuda.is_available():
+            return "--device cuda but torch sees no CUDA device"
+        if fp16 and device != "cuda":
+            return "--fp16 needs --device cuda (CPU half-precision kernels are not representative)"
+        return None
+
+    def module(self, model, device: str, fp16: bool):
+        """The model on ``device`` in the benchmark precision; one copy shared by both variants."""
+        key = (id(model), device, fp16)
+        if key not in self._modules:
+            module = model
+            if device != "cpu" or fp16:
+                import copy
+
+                module = copy.deepcopy(model).to(device, torch.float16 if fp16 else torch.float32)
+            self._modules[key] = module.eval()
+        return self._modules[key]
+
+    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir):
+        return TorchVariant(self.module(model, device, fp16), pruned, device,
+                            torch.float16 if fp16 else torch.float32)
+
+    def version(self):
+        return torch.__version__
+
+
+# -- ONNX Runtime on the portable graph ----------------------------------------------------------
+class OrtVariant(Variant):
+    def __init__(self, session, input_name: str) -> None:
+        self.session, self.input_name = session, input_name
+
+    def place(self, images, thresholds=None):
+        if thresholds is not None:
+            raise BackendUnavailable("thresholds are baked into the ONNX graph")
+        return np.ascontiguousarray(images.numpy(), np.float32)
+
+    def timed(self, placed):
+        t0 = time.perf_counter()
+        _, keep = self.session.run(["scores", "keep_counts"], {self.input_name: placed})
+        return (time.perf_counter() - t0) * 1e3, np.asarray(keep)
+
+
+class OrtBackend(Backend):
+    name = "ort"
+    threads: int | None = None  # intra-op threads (None: ONNX Runtime's default)
+
+    def _provider(self, device: str) -> str:
+        return "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+
+    def unavailable(self, device, fp16):
+        try:
+            ort = importlib.import_module("onnxruntime")
+        except ImportError as err:
+            return f"onnxruntime is not installed ({err}); pip install 'dtp-deploy[ort]'"
+        if self._provider(device) not in ort.get_available_providers():
+            return f"onnxruntime has no {self._provider(device)} (has {ort.get_available_providers()})"
+        if fp16:
+            return "--fp16 is timed on the torch and trt backends only"
+        try:
+            exporters = importlib.import_module("exporters")
+            exporters.export_onnx  # noqa: B018 - resolving the lazy name checks it imports
+        except Exception as err:  # the exporter is optional; any failure to import means "not here"
+            return f"the ONNX exporter does not import: {type(err).__name__}: {err}"
+        return None
+
+    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir):
+        import onnxruntime as ort
+
+        from exporters import export_onnx
+
+        path = Path(workdir) / f"{model.config.arch}-{'pruned' if pruned else 'dense'}-b{batch}-{height}x{width}.onnx"
+        try:
+            export_onnx(model, path, flavour="portable", height=height, width=width, batch=batch,
+                        dense=not pruned, thresholds=list(model.thresholds), check=False,
+                        progress=False)
+        except Exception as err:
+            raise BackendUnavailable(f"portable ONNX export failed: {type(err).__name__}: {err}") from err
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        session = ort.InferenceSession(str(path), options, providers=[self._provider(device)])
+        return OrtVariant(session, session.get_inputs()[0].name)
+
+    def version(self):
+        try:
+            return importlib.import_module("onnxruntime").__version__
+        except ImportError:
+            return None
+
+
+# -- TensorRT ----------------------------------------------------------------------------------
+class TrtBackend(Backend):
+    """TensorRT through :class:`dtp_deploy.trt.engine.TrtEngine`, once that module exists."""
+
+    name = "trt"
+
+    def unavailable(self, device, fp16):
+        if device != "cuda":
+            return "TensorRT needs --device cuda"
+        try:
+            importlib.import_module("tensorrt")
+        except ImportError as err:
+            return f"tensorrt does not import ({err})"
+        try:
+            engine = importlib.import_module("dtp_deploy.trt.engine")
+        except ImportError as err:
+            return f"dtp_deploy.trt.engine does not import ({err})"
+        if not hasattr(engine, "TrtEngine"):
+            return "dtp_deploy.trt.engine has no TrtEngine"
+        return "the TrtEngine adapter is not wired into dtp-bench yet"
+
+    def variant(self, model, **kwargs):
+        raise BackendUnavailable(self.unavailable("cuda", False) or "not wired")
+
+    def version(self):
+        try:
+            return importlib.import_module("tensorrt").__version__
+        except ImportError:
+            return None
+
+
+def get_backend(name: str) -> Backend:
+    if name == "torch":
+        return TorchBackend()
+    if name == "ort":
+        return OrtBackend()
+    if name == "trt":
+        return TrtBackend()
+    raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+
+
+def host_peak_rss_mb() -> float:
+    """This process's peak resident set size (high-water mark since it started), MiB."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if os.uname().sysname == "Darwin" else peak / 1024

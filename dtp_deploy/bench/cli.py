@@ -1,0 +1,255 @@
+"""``dtp-bench`` and ``dtp-calibrate``: parse options, call :mod:`dtp_deploy.bench`, report.
+
+Exit codes: 0 success; 2 bad input (options, files, models); 3 ``dtp-bench`` ran but a
+backend named with ``--backend`` could not run here (the report says why); 1 ``dtp-calibrate``
+could not reach ``--target-gmacs`` within ``--max-miou-drop`` (nothing written).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..checkpoint import CheckpointError
+
+_CTX = {"help_option_names": ["-h", "--help"]}
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512"`` or ``"512x1024"`` (height x width)."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise click.BadParameter(f"{text!r}: use S or HxW, e.g. 512 or 512x1024")
+    return parts[0], parts[1]
+
+
+def parse_floats(text: str | None, what: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{what} {text!r}: use comma-separated numbers, e.g. 0.7,0.5") from None
+
+
+def _eval_data(model, data, data_limit, scenes, size):
+    from ..data import SyntheticScenes, open_dataset
+
+    if data:
+        return open_dataset(data, num_classes=model.config.num_classes, limit=data_limit)
+    return SyntheticScenes(scenes, *size, seed=1234)
+
+
+@click.command(context_settings=_CTX)
+@click.argument("models", nargs=-1)
+@click.option("--arch", help="Preset name, for official checkpoints whose shapes are ambiguous.")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(["torch", "ort", "trt", "all"]),
+              help="Backend to time; repeat for several. Default: every one that can run here.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1), help="Batch size; repeat. [default: 1]")
+@click.option("--size", "sizes", multiple=True, help="Input size S or HxW; repeat. Default: the trained size.")
+@click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Timed iterations per variant, after warm-up.")
+@click.option("--duration", type=click.FloatRange(min=0), help="Seconds of timed iterations per configuration instead.")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--fp16", is_flag=True, help="Half precision (needs --device cuda).")
+@click.option("--threshold", "thresholds", multiple=True, type=float,
+              help="Exit threshold of an auxiliary stage; repeat once per stage.")
+@click.option("--keep-schedule", help="Force keep ratios per auxiliary stage, e.g. 0.7,0.5 "
+              "(thresholds chosen per batch from confidence quantiles; torch backend).")
+@click.option("--pool", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Images in the input pool that timed iterations cycle through.")
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="ADE20K, Cityscapes or images/+masks/ folder for accuracy and timing inputs.")
+@click.option("--data-limit", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Images of --data to evaluate on.")
+@click.option("--scenes", default=32, show_default=True, type=click.IntRange(min=0),
+              help="Synthetic scenes for accuracy without --data (0: skip accuracy).")
+@click.option("--sweep", "do_sweep", is_flag=True, help="Also sweep thresholds: mIoU vs GMACs.")
+@click.option("--per-stage", is_flag=True, help="With --sweep: also vary one stage at a time.")
+@click.option("--sweep-grid", help="Thresholds to sweep, comma-separated (default: 1 ... 0.4).")
+@click.option("--threads", type=click.IntRange(min=1), help="torch intra-op threads.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the input pool and random weights.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="Write Markdown tables ('-' prints them).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG figure.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+def main(models, arch, backends, device, batches, sizes, iterations, duration, warmup, fp16,
+         thresholds, keep_schedule, pool, data, data_limit, scenes, do_sweep, per_stage,
+         sweep_grid, threads, seed, json_path, markdown_path, plot_path, quiet):
+    """Time dense vs pruned (same weights, interleaved) on every backend; measure accuracy.
+
+    MODEL is a checkpoint, a built-in name (dtop-vit-t) or random:<preset> (random weights,
+    e.g. random:dtop-vit-b; speed only). Without MODEL: the built-in model.
+
+    \b
+    Examples:
+      dtp-bench
+      dtp-bench --backend torch --batch 1 --batch 8 --size 384 --json bench.json --plot bench.png
+      dtp-bench ckpt.pth --data ADEChallengeData2016 --sweep --per-stage --plot sweep.png
+      dtp-bench random:dtop-vit-b --device cuda --fp16 --size 512 --keep-schedule 0.7,0.5 --scenes 0
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import (
+        BenchOptions,
+        evaluate_accuracy,
+        load_models,
+        plot_report,
+        print_report,
+        run_benchmark,
+        sweep,
+        to_markdown,
+    )
+    from .accuracy import Evaluator
+    from .backends import TorchBackend
+    from .run import benchmark_command
+
+    try:
+        size_list = [parse_size(s) for s in sizes] or [None]
+        schedule = parse_floats(keep_schedule, "--keep-schedule")
+        grid = parse_floats(sweep_grid, "--sweep-grid")
+    except click.BadParameter as err:
+        fail(err.message)
+    names = None if not backends or "all" in backends else list(dict.fromkeys(backends))
+    try:
+        loaded = load_models(list(models), arch=arch, thresholds=list(thresholds) or None, seed=seed)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    options = BenchOptions(backends=names, device=device, batches=tuple(batches) or (1,),
+                           sizes=tuple(size_list), iterations=iterations, duration=duration,
+                           warmup=warmup, fp16=fp16, pool=pool, keep_schedule=schedule, seed=seed,
+                           threads=threads)
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=True, disable=quiet)
+    task = progress.add_task("starting", total=None)
+
+    def tick(description: str, done: int, total: int) -> None:
+        progress.update(task, description=description, completed=done, total=total)
+
+    try:
+        with progress:
+            if data:
+                from ..data import open_dataset
+
+                options.data_pool = open_dataset(data, num_classes=loaded[0][1].config.num_classes,
+                                                 limit=max(pool, data_limit))
+            report = run_benchmark(loaded, options, progress=tick)
+            report["command"] = benchmark_command()
+            report["accuracy"], report["sweep"] = [], []
+            if scenes or data:
+                for label, model in loaded:
+                    size = size_list[0] or tuple(model.config.img_size)
+                    dataset = _eval_data(model, data, data_limit, scenes, size)
+                    scored = TorchBackend().module(model, device, False)
+                    ev = Evaluator(scored, dataset, size,
+                                   progress=lambda d, t, label=label: tick(f"{label}: loading data", d, t))
+                    tick(f"{label}: accuracy dense vs pruned", 0, 1)
+                    report["accuracy"].append({"model": label, **evaluate_accuracy(scored, dataset, size, evaluator=ev)})
+                    if do_sweep:
+                        result = sweep(scored, dataset, size, **({"grid": grid} if grid else {}),
+                                       per_stage=per_stage, evaluator=ev,
+                                       progress=lambda d, t, label=label: tick(f"{label}: sweep", d, t))
+                        report["sweep"].append({"model": label, **result})
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+
+    if not quiet:
+        print_report(report, Console())
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+    if markdown_path:
+        text = to_markdown(report)
+        if markdown_path == "-":
+            click.echo(text)
+        else:
+            Path(markdown_path).write_text(text)
+    if plot_path:
+        plot_report(report, plot_path)
+    if names and any(r["status"] != "ok" for r in report["results"]):
+        sys.exit(3)
+
+
+@click.command(context_settings=_CTX)
+@click.argument("model", required=False)
+@click.option("--arch", help="Preset name, for official checkpoints whose shapes are ambiguous.")
+@click.option("--target-gmacs", type=click.FloatRange(min=0), help="GMACs per image to reach (at most).")
+@click.option("--max-miou-drop", type=click.FloatRange(min=0),
+              help="Largest allowed mIoU drop from dense, as a fraction (0.005 = half a point).")
+@click.option("--data", type=click.Path(exists=True, file_okay=False),
+              help="Calibration set: ADE20K, Cityscapes or images/+masks/ folder.")
+@click.option("--data-limit", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--scenes", default=32, show_default=True, type=click.IntRange(min=1),
+              help="Synthetic scenes to calibrate on without --data.")
+@click.option("--size", help="Input size S or HxW (default: the trained size).")
+@click.option("--grid", help="Candidate thresholds, comma-separated (default: 1 ... 0.5).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint to write (a copy of MODEL with the chosen thresholds).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the search as JSON.")
+def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, grid,
+              output, json_path):
+    """Choose per-stage exit thresholds on a calibration set and save them into a copy of MODEL.
+
+    Greedy: from "nothing exits" (1.0 everywhere), repeatedly lower the one stage's threshold
+    that costs the least mIoU per GMAC saved, until --target-gmacs is met; moves that would drop
+    mIoU by more than --max-miou-drop are never taken. Without --target-gmacs it prunes as far
+    as the budget allows.
+
+    \b
+    Examples:
+      dtp-calibrate --target-gmacs 0.35 -o builtin-0.35.pth
+      dtp-calibrate ckpt.pth --data ADEChallengeData2016 --max-miou-drop 0.005 -o ckpt-cal.pth
+    """
+    from rich.console import Console
+
+    from ..checkpoint import save_model
+    from . import calibrate as run_calibration
+    from . import load_models
+
+    if target_gmacs is None and max_miou_drop is None:
+        fail("give --target-gmacs, --max-miou-drop or both")
+    try:
+        candidates = parse_floats(grid, "--grid")
+        hw = parse_size(size) if size else None
+    except click.BadParameter as err:
+        fail(err.message)
+    console = Console(stderr=True)
+    try:
+        [(label, net)] = load_models([model] if model else [], arch=arch)
+        hw = hw or tuple(net.config.img_size)
+        dataset = _eval_data(net, data, data_limit, scenes, hw)
+        with console.status("calibrating") as status:
+            result = run_calibration(net, dataset, hw, target_gmacs=target_gmacs,
+                                     max_miou_drop=max_miou_drop,
+                                     **({"grid": candidates} if candidates else {}),
+                                     progress=lambda line: (status.update(line), console.print(line)))
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    result["model"] = label
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    summary = (f"thresholds {', '.join(f'{t:g}' for t in result['thresholds'])}: "
+               f"{result['gmacs_per_image']:.3f} GMACs/image ({result['gmacs_ratio']:.1%} of dense "
+               f"{result['dense']['gmacs_per_image']:.3f}), mIoU {result['miou']:.2%} "
+               f"(dense {result['dense']['miou']:.2%}) on {result['data']}")
+    if not result["reached"]:
+        fail(f"--target-gmacs {target_gmacs} not reached; best: {summary}", code=1)
+    net.set_thresholds(result["thresholds"])
+    save_model(net, output)
+    click.echo(f"{output}: {summary}")
