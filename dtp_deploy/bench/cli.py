@@ -18,6 +18,21 @@ from ..checkpoint import CheckpointError
 _CTX = {"help_option_names": ["-h", "--help"]}
 
 
+class _RecordingCommand(click.Command):
+    """Keeps the raw arguments, so the report can say exactly which command produced it."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["dtp_bench.argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
+def _command_line() -> str:
+    import shlex
+
+    ctx = click.get_current_context()
+    return " ".join([ctx.info_name or "dtp-bench", *map(shlex.quote, ctx.meta.get("dtp_bench.argv", []))])
+
+
 def fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -53,7 +68,7 @@ def _eval_data(model, data, data_limit, scenes, size):
     return SyntheticScenes(scenes, *size, seed=1234)
 
 
-@click.command(context_settings=_CTX)
+@click.command(cls=_RecordingCommand, context_settings=_CTX)
 @click.argument("models", nargs=-1)
 @click.option("--arch", help="Preset name, for official checkpoints whose shapes are ambiguous.")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(["torch", "ort", "trt", "all"]),
@@ -118,7 +133,6 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
     )
     from .accuracy import Evaluator
     from .backends import TorchBackend
-    from .run import benchmark_command
 
     try:
         size_list = [parse_size(s) for s in sizes] or [None]
@@ -151,7 +165,7 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
                 options.data_pool = open_dataset(data, num_classes=loaded[0][1].config.num_classes,
                                                  limit=max(pool, data_limit))
             report = run_benchmark(loaded, options, progress=tick)
-            report["command"] = benchmark_command()
+            report["command"] = _command_line()
             report["accuracy"], report["sweep"] = [], []
             if scenes or data:
                 for label, model in loaded:

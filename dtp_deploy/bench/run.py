@@ -10,7 +10,6 @@ depend on the content. See ``docs/bench.md`` for the JSON this produces.
 from __future__ import annotations
 
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -313,13 +312,6 @@ def run_benchmark(models: Sequence[tuple[str, Any]], options: BenchOptions, *,
     for model, pruning, thresholds in saved_states:  # the torch variants toggle these
         model.pruning, model.thresholds = pruning, thresholds
     return report
-
-
-def benchmark_command() -> str:
-    """How this process was started, for the report (program name without its folder)."""
-    import os
-
-    return " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
 
 
 def load_models(specs: Sequence[str], *, arch: str | None = None,

@@ -1,0 +1,179 @@
+"""dtp-bench: report schema and consistency, interleaving, backends' availability, reports, CLI."""
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from dtp_deploy.bench import (
+    BenchOptions,
+    plot_report,
+    run_benchmark,
+    schedule_thresholds,
+    to_markdown,
+)
+from dtp_deploy.bench.backends import OrtBackend, Variant
+from dtp_deploy.bench.cli import main
+from dtp_deploy.bench.run import interleave
+from dtp_deploy.checkpoint import save_model
+from dtp_deploy.models import build_model
+
+RESULT_KEYS = {"model", "backend", "device", "device_name", "precision", "batch", "height", "width",
+               "tokens", "keep_schedule", "status", "reason", "inputs", "dense", "pruned", "speedup",
+               "latency_ratio", "gmacs_ratio", "peak_host_rss_mb"}
+VARIANT_KEYS = {"iterations", "latency_ms", "latency_per_image_ms", "throughput_img_s",
+                "gmacs_per_image", "keep_counts_mean", "keep_ratios", "peak_cuda_memory_mb"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    # Low thresholds so that a random model prunes something.
+    model = build_model("dtop-vit-t", num_classes=2, img_size=(64, 64), thresholds=(0.3, 0.3)).eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def report(tiny):
+    options = BenchOptions(backends=["torch", "trt"], batches=(2,), sizes=((64, 96),),
+                           iterations=3, warmup=1, pool=4)
+    return run_benchmark([("tiny", tiny)], options)
+
+
+def test_schema_keys_and_unavailable_backend(report):
+    assert report["schema"] == "dtp-bench/1"
+    assert {"environment", "settings", "backends", "models", "results"} <= set(report)
+    assert report["environment"]["versions"]["torch"] == torch.__version__
+    torch_result, trt_result = report["results"]
+    assert set(torch_result) == RESULT_KEYS
+    assert set(torch_result["dense"]) == VARIANT_KEYS == set(torch_result["pruned"])
+    assert trt_result["status"] == "unavailable" and "cuda" in trt_result["reason"]
+    assert report["backends"]["trt"]["available"] is False
+    json.dumps(report)  # JSON-ready as it is
+
+
+def test_figures_are_consistent(report, tiny):
+    r = report["results"][0]
+    dense, pruned = r["dense"], r["pruned"]
+    assert r["tokens"] == 4 * 6 and r["batch"] == 2
+    assert dense["keep_ratios"] == [1.0, 1.0, 1.0]
+    assert pruned["keep_ratios"][0] == 1.0 and pruned["keep_ratios"][-1] < 1.0
+    tiny.pruning = False
+    assert dense["gmacs_per_image"] == pytest.approx(tiny.macs([24] * 3, (4, 6))["total"] / 1e9)
+    tiny.pruning = True
+    assert r["gmacs_ratio"] == pytest.approx(pruned["gmacs_per_image"] / dense["gmacs_per_image"])
+    assert r["speedup"] == pytest.approx(dense["latency_ms"]["median"] / pruned["latency_ms"]["median"])
+    assert r["latency_ratio"] == pytest.approx(1 / r["speedup"])
+    for v in (dense, pruned):
+        lat = v["latency_ms"]
+        assert v["iterations"] == 3 and lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert v["latency_per_image_ms"]["median"] == pytest.approx(lat["median"] / 2)
+        assert v["throughput_img_s"] == pytest.approx(2e3 / lat["median"])
+    # the benchmark leaves the model as it found it
+    assert tiny.pruning is True and tiny.thresholds == (0.3, 0.3)
+
+
+class _Recorder(Variant):
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def timed(self, placed):
+        self.log.append((self.name, placed))
+        return 1.0, np.array([[4, 4 if self.name == "dense" else 2]])
+
+
+def test_interleaving_alternates_and_cycles_inputs():
+    log = []
+    variants = {"dense": _Recorder("dense", log), "pruned": _Recorder("pruned", log)}
+    out = interleave(variants, {"dense": ["a", "b"], "pruned": ["a", "b"]}, warmup=1,
+                     iterations=3, duration=None)
+    assert [name for name, _ in log] == ["dense", "pruned", "pruned", "dense", "dense", "pruned",
+                                         "pruned", "dense"]
+    assert [p for n, p in log if n == "dense"] == ["a", "b", "a", "b"]  # fresh batch each time
+    assert len(out["dense"]["ms"]) == len(out["pruned"]["ms"]) == 3  # warm-up not recorded
+    assert np.concatenate(out["pruned"]["keep"])[:, 1].tolist() == [2, 2, 2]
+
+
+def test_keep_schedule_forces_keep_ratios(tiny):
+    images = torch.randn(2, 3, 128, 128)
+    thresholds = schedule_thresholds(tiny, images, [0.5, 0.25])
+    assert tiny.thresholds == (0.3, 0.3)  # untouched
+    tiny.set_thresholds(thresholds)
+    with torch.inference_mode():
+        _, keep = tiny(images)
+    tiny.set_thresholds((0.3, 0.3))
+    ratios = keep.float().mean(0) / 64
+    # context tokens (top 5 per predicted class, 2 classes) stay on top of the schedule
+    assert 0.5 - 0.05 <= ratios[1] <= 0.5 + 10 / 64 + 0.05
+    assert 0.25 - 0.05 <= ratios[2] <= 0.25 + 10 / 64 + 0.05
+    with pytest.raises(ValueError, match="2 ratios"):
+        schedule_thresholds(tiny, images, [0.5])
+
+
+def test_keep_schedule_through_benchmark(tiny):
+    options = BenchOptions(backends=["torch", "ort"], sizes=((128, 128),), iterations=2, warmup=0,
+                           pool=2, keep_schedule=(0.6, 0.3))
+    report = run_benchmark([("tiny", tiny)], options)
+    torch_result, ort_result = report["results"]
+    assert torch_result["status"] == "ok" and len(torch_result["scheduled_thresholds"]) == 2
+    assert torch_result["pruned"]["keep_ratios"][1] == pytest.approx(0.6, abs=0.2)
+    assert ort_result["status"] == "unavailable" and "torch backend" in ort_result["reason"]
+
+
+def test_ort_reports_missing_exporter(monkeypatch):
+    real = importlib.import_module
+
+    def fake(name, *args):
+        if name == "exporters":
+            raise ImportError("no module named exporters")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    reason = OrtBackend().unavailable("cpu", False)
+    assert reason.startswith("the ONNX exporter does not import") and "exporters" in reason
+
+
+def test_markdown_and_plot(report, tmp_path):
+    text = to_markdown(report)
+    lines = [line for line in text.splitlines() if line.startswith("| tiny")]
+    assert len(lines) == 2 and "| torch | fp32 | 2 | 64x96 |" in lines[0] and "unavailable" in lines[1]
+    assert f"{report['results'][0]['speedup']:.2f}x" in lines[0]
+    path = tmp_path / "bench.png"
+    plot_report(report, str(path))
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size[0] > 600
+
+
+def test_cli_json_accuracy_and_exit_codes(tiny, tmp_path):
+    ckpt = tmp_path / "tiny.pth"
+    save_model(tiny, ckpt)
+    out = tmp_path / "r.json"
+    args = [str(ckpt), "--backend", "torch", "--iterations", "2", "--warmup", "0", "--size", "64",
+            "--scenes", "2", "--json", str(out), "--quiet", "--sweep", "--sweep-grid", "1,0.3"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["command"].endswith("--sweep-grid 1,0.3")
+    [acc] = report["accuracy"]
+    assert acc["data"] == "synthetic:2" and len(acc["dense"]["per_class_iou"]) == 2
+    assert acc["miou_drop"] == pytest.approx(acc["dense"]["miou"] - acc["pruned"]["miou"])
+    assert 0 <= acc["pruned_dense_agreement"] <= 1
+    assert [p["thresholds"] for p in report["sweep"][0]["points"]] == [[1.0, 1.0], [0.3, 0.3]]
+    result = CliRunner().invoke(main, [str(ckpt), "--backend", "trt", "--scenes", "0", "--quiet"])
+    assert result.exit_code == 3
+    result = CliRunner().invoke(main, [str(ckpt), "--size", "70", "--quiet"])
+    assert result.exit_code == 2 and "multiples of 16" in result.output
+    result = CliRunner().invoke(main, [str(ckpt), "--keep-schedule", "0.7,x"])
+    assert result.exit_code == 2 and "--keep-schedule" in result.output

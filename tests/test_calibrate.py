@@ -1,0 +1,90 @@
+"""Threshold sweeps and calibration on the built-in model (trained on synthetic scenes)."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from dtp_deploy.bench import Evaluator, calibrate, sweep
+from dtp_deploy.bench.cli import calibrate as calibrate_cli
+from dtp_deploy.builtin import open_model
+from dtp_deploy.checkpoint import load_model
+from dtp_deploy.data import SyntheticScenes
+
+SIZE = (192, 192)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return open_model(None)
+
+
+@pytest.fixture(scope="module")
+def evaluator(model):
+    return Evaluator(model, SyntheticScenes(8, *SIZE, seed=99), SIZE)
+
+
+def test_sweep_keep_ratio_is_monotone_in_threshold(model, evaluator):
+    result = sweep(model, None, SIZE, grid=(1.0, 0.95, 0.9, 0.8, 0.6), per_stage=True, evaluator=evaluator)
+    uniform = [p for p in result["points"] if p["mode"] == "uniform"]
+    assert [p["thresholds"][0] for p in uniform] == [1.0, 0.95, 0.9, 0.8, 0.6]
+    # threshold 1.0: nothing exits (confidences are at most 1)
+    assert uniform[0]["keep_ratios"] == [1.0, 1.0, 1.0] and uniform[0]["agreement"] == 1.0
+    # tokens entering stage 1 only depend on the first head, which sees every token:
+    # a lower threshold lets a superset exit
+    first_exit = [p["keep_ratios"][1] for p in uniform]
+    assert first_exit == sorted(first_exit, reverse=True) and first_exit[-1] < first_exit[0]
+    gmacs = [p["gmacs_per_image"] for p in uniform]
+    assert gmacs[-1] < gmacs[0]
+    stage1 = [p for p in result["points"] if p["stage"] == 1]
+    assert len(stage1) == 5 and all(p["keep_ratios"][1] == 1.0 for p in stage1)
+    for p in result["points"]:
+        assert p["gmacs_ratio"] == pytest.approx(p["gmacs_per_image"] / result["dense"]["gmacs_per_image"])
+        assert p["miou_drop"] == pytest.approx(result["dense"]["miou"] - p["miou"])
+
+
+def test_calibration_honours_target_gmacs(model, evaluator):
+    dense = evaluator.dense()["gmacs_per_image"]
+    target = 0.8 * dense
+    result = calibrate(model, None, SIZE, target_gmacs=target, evaluator=evaluator)
+    assert result["reached"] and result["gmacs_per_image"] <= target
+    assert len(result["thresholds"]) == 2 and all(0.5 <= t <= 1.0 for t in result["thresholds"])
+    gmacs = [s["gmacs_per_image"] for s in result["steps"]]
+    assert gmacs == sorted(gmacs, reverse=True)  # every accepted step saves GMACs
+    assert model.thresholds == (0.9, 0.9)  # the model itself is unchanged
+
+
+def test_calibration_respects_miou_budget_and_reports_unreachable(model, evaluator):
+    result = calibrate(model, None, SIZE, target_gmacs=0.01, max_miou_drop=0.002,
+                       grid=(1.0, 0.95, 0.8, 0.5), evaluator=evaluator)
+    assert not result["reached"]
+    assert all(s["miou_drop"] <= 0.002 for s in result["steps"][1:])
+    with pytest.raises(ValueError, match="target-gmacs"):
+        calibrate(model, None, SIZE, evaluator=evaluator)
+
+
+def test_calibrate_cli_writes_thresholds_into_a_copy(tmp_path):
+    out = tmp_path / "cal.pth"
+    report = tmp_path / "cal.json"
+    args = ["--target-gmacs", "0.4", "--scenes", "4", "--grid", "1,0.95,0.9,0.8",
+            "-o", str(out), "--json", str(report)]
+    result = CliRunner().invoke(calibrate_cli, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads(report.read_text())
+    assert saved["gmacs_per_image"] <= 0.4
+    assert list(load_model(out).thresholds) == saved["thresholds"]
+    result = CliRunner().invoke(calibrate_cli, ["--target-gmacs", "0.01", "--scenes", "2",
+                                                "--grid", "1,0.9", "-o", str(tmp_path / "no.pth")])
+    assert result.exit_code == 1 and "not reached" in result.output
+    assert not (tmp_path / "no.pth").exists()
+    result = CliRunner().invoke(calibrate_cli, ["-o", str(tmp_path / "x.pth")])
+    assert result.exit_code == 2 and "--target-gmacs" in result.output
