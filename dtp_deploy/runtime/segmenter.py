@@ -1,0 +1,234 @@
+"""``Segmenter``: an exported token-pruning segmenter behind a numpy API (no torch)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dtp_deploy.metadata import ModelMetadata
+
+from . import processing
+from .backends import OrtBackend, RuntimeSetupError, TrtBackend, resolve_backend
+from .processing import MODES, Plan
+
+COLORS = ("rgb", "bgr")
+
+
+@dataclass
+class Timing:
+    """Milliseconds spent on one image. In :meth:`Segmenter.predict_batch` the inference time
+    of a batch is shared among its images in proportion to their windows."""
+
+    preprocess_ms: float = 0.0
+    inference_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.inference_ms + self.postprocess_ms
+
+    def to_dict(self) -> dict[str, float]:
+        return {"preprocess_ms": round(self.preprocess_ms, 3), "inference_ms": round(self.inference_ms, 3),
+                "postprocess_ms": round(self.postprocess_ms, 3), "total_ms": round(self.total_ms, 3)}
+
+
+@dataclass
+class Prediction:
+    """The result for one image."""
+
+    labels: np.ndarray  # (H, W) int32 class indices
+    scores: np.ndarray | None  # (K, H, W) float32 when asked for with return_scores=True
+    keep_ratio: tuple[float, ...]  # per stage: tokens entering it / all tokens (over all windows)
+    keep_counts: np.ndarray  # (windows, S) int32 as the model reported them
+    windows: int  # network inputs run for this image (1 in whole mode)
+    timing: Timing = field(default_factory=Timing)
+
+
+def _check_image(image: np.ndarray, index: int | None = None) -> None:
+    where = "image" if index is None else f"image {index}"
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{where}: expected a numpy array (H, W, 3) uint8, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        hint = ("convert grayscale or RGBA images to RGB first, e.g. "
+                "np.asarray(PIL.Image.open(path).convert('RGB'))")
+        raise ValueError(f"{where}: expected shape (H, W, 3), got {image.shape}; {hint}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{where}: expected dtype uint8 (0-255), got {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{where}: empty image of shape {image.shape}")
+
+
+class Segmenter:
+    """An exported model (``.onnx``, or a TensorRT ``.engine``/``.plan``) ready to segment images.
+
+    Open with :meth:`open`. Instances are immutable after opening; :meth:`predict` and
+    :meth:`predict_batch` may be called from many threads at once.
+    """
+
+    def __init__(self, backend: OrtBackend | TrtBackend, metadata: ModelMetadata, path: Path,
+                 *, max_batch: int = 8) -> None:
+        self.backend = backend
+        self.metadata = metadata
+        self.path = path
+        self.max_batch = max_batch
+        size = backend.input_size
+        if size is not None and metadata.input_size is not None and tuple(size) != tuple(metadata.input_size):
+            raise RuntimeSetupError(f"{path}: graph input {size} disagrees with its metadata input_size "
+                                    f"{metadata.input_size}; re-export it")
+        self.input_size: tuple[int, int] | None = tuple(size) if size is not None else None  # type: ignore[assignment]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, backend: str = "auto", device: str | None = None, *,
+             plugin_lib: str | None = None, metadata: str | os.PathLike | None = None,
+             threads: int | None = None, max_batch: int = 8) -> Segmenter:
+        """Open an exported model.
+
+        Args:
+            path: ``.onnx`` (ONNX Runtime) or ``.engine``/``.plan`` (TensorRT).
+            backend: ``"auto"`` (by suffix), ``"ort"`` or ``"trt"``.
+            device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CPU for ONNX, ``cuda:0``
+                for engines. ONNX on CUDA needs onnxruntime-gpu.
+            plugin_lib: TensorRT plugin library (default: what ``TrtEngine`` finds).
+            metadata: engines only: the ``.onnx`` the engine was built from or a ``.json`` of its
+                ``metadata_props``; default: ``<engine>.json``, ``<stem>.json`` or ``<stem>.onnx``.
+            threads: ONNX Runtime intra-op threads (default: ONNX Runtime's).
+            max_batch: windows per inference call when the graph's batch is dynamic.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model {path} does not exist")
+        kind = resolve_backend(path, backend)
+        if kind == "ort":
+            runner: OrtBackend | TrtBackend = OrtBackend(path, device or "cpu", threads=threads)
+        else:
+            runner = TrtBackend(path, device or "cuda", plugin_lib=plugin_lib, metadata_path=metadata)
+        meta = ModelMetadata.from_props(runner.props, str(path))
+        if max_batch < 1:
+            raise ValueError(f"max_batch {max_batch} must be at least 1")
+        return cls(runner, meta, path, max_batch=max_batch)
+
+    # -- facts --------------------------------------------------------------------------------
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.metadata.class_names
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.metadata.stage_ends)
+
+    def default_crop(self) -> tuple[int, int]:
+        """Slide-window crop: the graph's fixed input size, else the size it was trained at."""
+        return self.input_size or tuple(self.metadata.trained_size)  # type: ignore[return-value]
+
+    def plan(self, height: int, width: int, *, mode: str = "whole",
+             crop: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None) -> Plan:
+        """How an image of ``height x width`` is cut into network inputs (see :mod:`.processing`)."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if mode == "whole" and (crop is not None or stride is not None):
+            raise ValueError("crop and stride apply to mode='slide' only")
+        return processing.make_plan(
+            height, width, mode=mode, patch=self.metadata.patch_size, input_size=self.input_size,
+            crop=_pair(crop) or self.default_crop(), stride=_pair(stride))
+
+    # -- inference ----------------------------------------------------------------------------
+    def predict(self, image: np.ndarray, *, color: str = "rgb", mode: str = "whole",
+                crop: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None,
+                return_scores: bool = False) -> Prediction:
+        """Segment one ``(H, W, 3)`` uint8 image.
+
+        Args:
+            color: channel order of ``image``, ``"rgb"`` or ``"bgr"`` (OpenCV).
+            mode: ``"whole"``: one network input (padded, or downscaled to a fixed-size graph);
+                ``"slide"``: ``crop`` windows every ``stride`` pixels, scores averaged where
+                windows overlap.
+            crop, stride: slide windows (int or (h, w)), multiples of the patch size; default:
+                :meth:`default_crop` and two thirds of it.
+            return_scores: also return the ``(K, H, W)`` class scores.
+        """
+        _check_image(image)
+        return self.predict_batch([image], color=color, mode=mode, crop=crop, stride=stride,
+                                  return_scores=return_scores)[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray], *, color: str = "rgb", mode: str = "whole",
+                      crop: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None,
+                      return_scores: bool = False) -> list[Prediction]:
+        """Segment several images (sizes may differ); windows of the same size share batches."""
+        if color not in COLORS:
+            raise ValueError(f"unknown color {color!r}; use 'rgb' or 'bgr'")
+        if len(images) == 0:
+            return []
+        meta = self.metadata
+        timings = [Timing() for _ in images]
+        plans: list[Plan] = []
+        jobs: list[tuple[int, int, np.ndarray]] = []  # (image, window, (3, h, w) view)
+        for i, image in enumerate(images):
+            _check_image(image, i if len(images) > 1 else None)
+            start = time.perf_counter()
+            rgb = image[..., ::-1] if color == "bgr" else image
+            plan = self.plan(image.shape[0], image.shape[1], mode=mode, crop=crop, stride=stride)
+            canvas = processing.prepare(rgb, plan, meta.mean, meta.std)
+            plans.append(plan)
+            jobs.extend((i, w, view) for w, view in enumerate(processing.crops(canvas, plan)))
+            timings[i].preprocess_ms = (time.perf_counter() - start) * 1e3
+
+        window_scores: list[list[np.ndarray | None]] = [[None] * len(p.windows) for p in plans]
+        window_keep: list[list[np.ndarray | None]] = [[None] * len(p.windows) for p in plans]
+        by_shape: dict[tuple[int, ...], list[tuple[int, int, np.ndarray]]] = {}
+        for job in jobs:
+            by_shape.setdefault(job[2].shape, []).append(job)
+        batch = self.backend.batch or self.max_batch
+        for group in by_shape.values():
+            for first in range(0, len(group), batch):
+                chunk = group[first:first + batch]
+                start = time.perf_counter()
+                scores, keep = self._run([view for _, _, view in chunk], batch)
+                spent = (time.perf_counter() - start) * 1e3 / len(chunk)
+                for row, (i, w, _) in enumerate(chunk):
+                    window_scores[i][w] = scores[row]
+                    window_keep[i][w] = keep[row]
+                    timings[i].inference_ms += spent
+
+        results = []
+        for i, plan in enumerate(plans):
+            start = time.perf_counter()
+            grid = processing.stitch(window_scores[i], plan)  # type: ignore[arg-type]
+            labels = processing.labels_from_grid(grid, plan)
+            scores = processing.scores_from_grid(grid, plan) if return_scores else None
+            keep = np.stack(window_keep[i]).astype(np.int32)  # type: ignore[arg-type]
+            ratio = tuple(float(r) for r in keep.sum(0) / (plan.tokens_per_window * len(plan.windows)))
+            timings[i].postprocess_ms = (time.perf_counter() - start) * 1e3
+            results.append(Prediction(labels=labels, scores=scores, keep_ratio=ratio, keep_counts=keep,
+                                      windows=len(plan.windows), timing=timings[i]))
+        return results
+
+    def _run(self, views: list[np.ndarray], batch: int) -> tuple[np.ndarray, np.ndarray]:
+        count = len(views)
+        rows = batch if self.backend.batch else count  # a fixed batch is filled up with zeros
+        inputs = np.zeros((rows, *views[0].shape), self.backend.dtype)
+        for row, view in enumerate(views):
+            inputs[row] = view
+        scores, keep = self.backend.run(inputs)
+        return np.asarray(scores[:count], np.float32), np.asarray(keep[:count])
+
+    def __repr__(self) -> str:
+        size = "dynamic" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
+        return (f"Segmenter({str(self.path)!r}, arch={self.metadata.arch}, flavour={self.metadata.flavour}, "
+                f"backend={self.backend.name}, device={self.backend.device}, input={size}, "
+                f"classes={len(self.class_names)})")
+
+
+def _pair(value: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value), int(value)
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"expected an int or (height, width), got {value!r}")
+    return pair  # type: ignore[return-value]
