@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// dtp::TokenReconstruct v1 as an IPluginV3 (DESIGN.md sections 2 and 3): rows of `updates` written
+// back into a copy of `base` at `index`. M (rows of updates) may be a data-dependent dimension.
+#ifndef DTP_PLUGINS_TOKEN_RECONSTRUCT_PLUGIN_H
+#define DTP_PLUGINS_TOKEN_RECONSTRUCT_PLUGIN_H
+
+#include "common/pluginUtils.h"
+
+#include <NvInferRuntime.h>
+
+#include <cstdint>
+
+namespace dtp
+{
+
+class TokenReconstructPlugin : public nvinfer1::IPluginV3,
+                               public nvinfer1::IPluginV3OneCore,
+                               public nvinfer1::IPluginV3OneBuild,
+                               public nvinfer1::IPluginV3OneRuntime
+{
+public:
+    static constexpr char const* kPLUGIN_NAME = "TokenReconstruct";
+
+    static constexpr int32_t kBASE_IDX = 0;
+    static constexpr int32_t kUPDATES_IDX = 1;
+    static constexpr int32_t kINDEX_IDX = 2;
+    static constexpr int32_t kNB_INPUTS = 3;
+
+    static constexpr int32_t kOUT_IDX = 0;
+    static constexpr int32_t kNB_OUTPUTS = 1;
+
+    TokenReconstructPlugin();
+    TokenReconstructPlugin(TokenReconstructPlugin const& other);
+    TokenReconstructPlugin& operator=(TokenReconstructPlugin const&) = delete;
+    ~TokenReconstructPlugin() override = default;
+
+    // IPluginV3
+    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
+    nvinfer1::IPluginV3* clone() noexcept override;
+
+    // IPluginV3OneCore
+    char const* getPluginName() const noexcept override;
+    char const* getPluginVersion() const noexcept override;
+    char const* getPluginNamespace() const noexcept override;
+
+    // IPluginV3OneBuild
+    int32_t getNbOutputs() const noexcept override;
+    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
+        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
+    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
+        nvinfer1::DimsExprs const* shapeInputs, int32_t nbShapeInputs, nvinfer1::DimsExprs* outputs,
+        int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept override;
+    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
+        int32_t nbOutputs) noexcept override;
+    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
+    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
+
+    // IPluginV3OneRuntime
+    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
+        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
+    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
+    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
+
+private:
+    FieldCollection mFields; //!< empty: the op has no attributes
+};
+
+class TokenReconstructPluginCreator : public nvinfer1::IPluginCreatorV3One
+{
+public:
+    TokenReconstructPluginCreator();
+    ~TokenReconstructPluginCreator() override = default;
+
+    char const* getPluginName() const noexcept override;
+    char const* getPluginVersion() const noexcept override;
+    char const* getPluginNamespace() const noexcept override;
+    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
+    nvinfer1::IPluginV3* createPlugin(
+        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
+
+private:
+    FieldCollection mFieldNames;
+};
+
+} // namespace dtp
+
+#endif // DTP_PLUGINS_TOKEN_RECONSTRUCT_PLUGIN_H
