@@ -30,7 +30,8 @@ class TokenPruningSegmenter(nn.Module):
     """Base class: runs the stages, splits after every auxiliary stage.
 
     ``forward(images) -> (scores (B, K, H/p, W/p), keep_counts (B, S) int32)`` where
-    ``keep_counts[b, s]`` is the number of tokens of image b that enter stage s.
+    ``keep_counts[b, s]`` is the number of grid tokens of image b that enter stage s (a class
+    token, when the encoder has one, is not counted; it is always kept).
     ``pruning = False`` runs the dense baseline from the same weights.
     """
 
@@ -39,7 +40,8 @@ class TokenPruningSegmenter(nn.Module):
         self.config = config
         self.encoder = ViTEncoder(embed_dim=config.embed_dim, depth=config.depth,
                                   num_heads=config.num_heads, patch_size=config.patch_size,
-                                  mlp_ratio=config.mlp_ratio, img_size=config.img_size)
+                                  mlp_ratio=config.mlp_ratio, img_size=config.img_size,
+                                  class_token=bool(config.extra.get("class_token", False)))
         self.pruning = True
         self.thresholds: tuple[float, ...] = tuple(config.thresholds)
 
@@ -56,6 +58,10 @@ class TokenPruningSegmenter(nn.Module):
     def predict(self, state: Any, grid: tuple[int, int]) -> Tensor:
         """Final class scores ``(B, K, h, w)`` from the state after the last stage."""
         raise NotImplementedError
+
+    def after_split(self, stage: int, tokens: Tensor, index: Tensor, state: Any) -> Tensor:
+        """Adjust the kept tokens ``(B, M, C)`` after stage ``stage``'s split (default: as is)."""
+        return tokens
 
     def head_macs(self, stage: int, num_tokens: int, grid_tokens: int) -> int:
         raise NotImplementedError
@@ -81,8 +87,10 @@ class TokenPruningSegmenter(nn.Module):
         bias = None  # no padding until the first split of a batch of several images
         last = self.config.num_stages - 1
         counts = []
+        extra = self.encoder.num_class_tokens
         for stage, (start, end) in enumerate(self.stage_ranges()):
-            counts.append((index >= 0).sum(dim=1, dtype=torch.int32))
+            count = (index >= 0).sum(dim=1, dtype=torch.int32)
+            counts.append(count - extra if extra else count)
             for block in self.encoder.blocks[start:end]:
                 tokens = block(tokens, bias)
             if stage < last and not self.pruning:
@@ -93,6 +101,7 @@ class TokenPruningSegmenter(nn.Module):
                     tokens, confidence, label.to(torch.int32), index,
                     threshold=self.thresholds[stage], context_topk=self.config.context_topk,
                     num_classes=self.config.num_classes)
+                tokens = self.after_split(stage, tokens, index, state)
                 # With one image nothing is padded; a symbolic batch may hold several.
                 if not (isinstance(batch, int) and batch == 1):
                     bias = padding_bias(index, tokens.dtype)
@@ -115,13 +124,14 @@ class TokenPruningSegmenter(nn.Module):
 
     def macs(self, keep_counts: Sequence[int], grid: tuple[int, int]) -> dict[str, int]:
         """Analytic multiply-adds (fvcore convention: one MAC per multiply-add) of one image
-        whose stages saw ``keep_counts`` tokens. Element-wise ops, norms and softmax are not
-        counted, as in fvcore."""
+        whose stages saw ``keep_counts`` grid tokens (blocks also see the class token, if any).
+        Element-wise ops, norms and softmax are not counted, as in fvcore."""
         grid_tokens = grid[0] * grid[1]
         out = {"patch_embed": self.encoder.patch_embed.macs(grid_tokens), "blocks": 0, "heads": 0}
         last = self.config.num_stages - 1
         for stage, ((start, end), n) in enumerate(zip(self.stage_ranges(), keep_counts)):
-            out["blocks"] += sum(self.encoder.blocks[i].macs(int(n)) for i in range(start, end))
+            tokens = int(n) + self.encoder.num_class_tokens
+            out["blocks"] += sum(self.encoder.blocks[i].macs(tokens) for i in range(start, end))
             if stage == last or self.pruning:
                 out["heads"] += self.head_macs(stage, int(n), grid_tokens)
         out["total"] = out["patch_embed"] + out["blocks"] + out["heads"]

@@ -94,16 +94,27 @@ class Block(nn.Module):
 
 
 class ViTEncoder(nn.Module):
-    """Patch embedding + position embedding + blocks; stages are run by the segmenter."""
+    """Patch embedding + position embedding + blocks; stages are run by the segmenter.
+
+    With ``class_token`` a learned class token (plus its own position embedding) is appended
+    *after* the grid tokens, so that row ``n < N`` is still grid position ``n`` and the class
+    token is row ``N``. mmseg puts it first; attention does not care about the order.
+    """
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, patch_size: int,
-                 mlp_ratio: float, img_size: tuple[int, int]) -> None:
+                 mlp_ratio: float, img_size: tuple[int, int], class_token: bool = False) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.pos_grid = (img_size[0] // patch_size, img_size[1] // patch_size)
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        # Tokens beyond the grid that every block sees (0 or 1).
+        self.num_class_tokens = int(class_token)
+        if class_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.cls_pos_embed = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
 
     def position_embedding(self, grid: tuple[int, int]) -> Tensor:
@@ -118,7 +129,7 @@ class ViTEncoder(nn.Module):
         return pos.flatten(2).transpose(1, 2)
 
     def embed(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """``(B, 3, H, W) -> (B, N, C)`` tokens and the ``(H/p, W/p)`` grid."""
+        """``(B, 3, H, W) -> (B, N + num_class_tokens, C)`` tokens and the ``(H/p, W/p)`` grid."""
         p = self.patch_size
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
@@ -126,4 +137,8 @@ class ViTEncoder(nn.Module):
         if not isinstance(h, torch.SymInt) and (h % p or w % p):
             raise ValueError(f"image size {h}x{w} must be a multiple of the patch size {p}")
         grid = (h // p, w // p)
-        return self.patch_embed(images) + self.position_embedding(grid), grid
+        tokens = self.patch_embed(images) + self.position_embedding(grid)
+        if self.num_class_tokens:
+            cls = (self.cls_token + self.cls_pos_embed).expand(tokens.shape[0], -1, -1)
+            tokens = torch.cat([tokens, cls], dim=1)
+        return tokens, grid
