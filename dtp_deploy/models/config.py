@@ -1,4 +1,4 @@
-"""Model configurations and the named presets (``dtop-vit-t`` ... ``dtop-vit-l``)."""
+"""Model configurations and the named presets (``dtop-vit-t`` ... ``dovit-vit-l``)."""
 
 from __future__ import annotations
 
@@ -101,6 +101,44 @@ PRESETS: dict[str, ModelConfig] = {
     "dtop-vit-l": _dtop("dtop-vit-l", 1024, 24, 16, (8, 16, 24), 512, 8, 0.95,
                         img_size=(640, 640)),
 }
+
+
+def _dovit(arch: str, embed_dim: int, depth: int, num_heads: int, stage_ends, threshold: float,
+           **kw: Any) -> ModelConfig:
+    kw.setdefault("num_classes", 150)
+    kw.setdefault("head_dim", embed_dim)
+    kw.setdefault("head_heads", num_heads)
+    extra = {"class_token": True, "final_norm": True, "agg_rate": 0.1, "aux_channels": 256,
+             "aux_convs": 1, "aux_kernel": 1, "low_conf_stop": -1.0}
+    extra.update(kw.pop("extra", {}))
+    return ModelConfig(arch=arch, method="dovit", embed_dim=embed_dim, depth=depth,
+                       num_heads=num_heads, stage_ends=stage_ends, head_layers=2,
+                       thresholds=(threshold,) * (len(stage_ends) - 1), context_topk=0,
+                       extra=extra, **kw)
+
+
+# DoViT presets (official configs ``local_configs/segmenter/segmenter_dovit-*``): ViT with a class
+# token and a final norm (mmseg's Segmenter base config), FCN auxiliary heads (256 channels, one
+# 1x1 conv + BN + ReLU), a Segmenter mask-transformer decode head (2 layers at the encoder width).
+# The official loop runs auxiliary head k *before* block ``out_indices[k]`` (0-based), so with
+# ``out_indices`` (2, 5, 8, 11) / (6, 12, 18, 23) the heads see the output of 2, 5, 8 / 6, 12, 18
+# blocks: those are the stage ends here (the paper's "after blocks 3, 6, 9" reads the indices
+# as mmseg's usual outputs-after-block).
+# S/B: ADE20K 512x512, mean/std 127.5, exit threshold 0.96 and low-confidence stop 0.02 (the
+# official ``diff_conf``). L: only a Cityscapes config exists: 768x768, 19 classes, ImageNet
+# mean/std, threshold 0.985. Cityscapes S/B: ``num_classes=19, img_size=(768, 768)``, thresholds
+# 0.985, ImageNet mean/std. ViT-T is this project's small model for tests and the built-in model.
+_HALF = (127.5, 127.5, 127.5)
+PRESETS.update({
+    "dovit-vit-t": _dovit("dovit-vit-t", 192, 6, 3, (2, 4, 6), 0.96, img_size=(192, 192),
+                          extra={"aux_channels": 128}),
+    "dovit-vit-s": _dovit("dovit-vit-s", 384, 12, 6, (2, 5, 8, 12), 0.96, mean=_HALF, std=_HALF,
+                          extra={"low_conf_stop": 0.02}),
+    "dovit-vit-b": _dovit("dovit-vit-b", 768, 12, 12, (2, 5, 8, 12), 0.96, mean=_HALF, std=_HALF,
+                          extra={"low_conf_stop": 0.02}),
+    "dovit-vit-l": _dovit("dovit-vit-l", 1024, 24, 16, (6, 12, 18, 24), 0.985, num_classes=19,
+                          img_size=(768, 768)),
+})
 
 
 def preset(arch: str, **overrides: Any) -> ModelConfig:
