@@ -23,7 +23,7 @@ def result_rows(report: dict[str, Any]) -> list[list[str]]:
     for r in report["results"]:
         head = [r["model"], r["backend"], r["precision"], str(r["batch"]), _size(r)]
         if r["status"] != "ok":
-            rows.append(head + [f"{r['status']}: {r['reason']}"] + [""] * 8)
+            rows.append(head + [f"{r['status']}: {r['reason']}"] + [""] * 9)
             continue
         d, p = r["dense"], r["pruned"]
         rows.append(head + [
@@ -34,6 +34,8 @@ def result_rows(report: dict[str, Any]) -> list[list[str]]:
             f"{d['gmacs_per_image']:.3f} / {p['gmacs_per_image']:.3f}",
             f"{r['latency_ratio']:.1%} vs {r['gmacs_ratio']:.1%}",
             _keep(p["keep_ratios"]),
+            f"{r['peak_host_rss_mb']:.0f}" if r["device"] == "cpu" else
+            f"{d['peak_cuda_memory_mb']:.0f} / {p['peak_cuda_memory_mb']:.0f}",
         ])
     return rows
 
@@ -42,7 +44,7 @@ RESULT_HEADER = ["model", "backend", "precision", "batch", "size",
                  "dense ms/batch med / p90 / p99", "pruned ms/batch med / p90 / p99",
                  "ms/img dense / pruned", "img/s dense / pruned", "speedup",
                  "GMACs/img dense / pruned", "latency vs GMACs (pruned/dense)",
-                 "keep per stage (pruned)"]
+                 "keep per stage (pruned)", "peak MiB (cpu: process RSS; cuda: dense / pruned)"]
 
 
 def accuracy_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -83,31 +85,35 @@ def print_report(report: dict[str, Any], console=None) -> None:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     console.print(f"[bold]dtp-bench[/] on {env['device']} ({env['device_name']}, "
                   f"{env['torch_threads']} torch threads); {versions}")
-    table = Table("config", "variant", "median", "p90", "p99", "ms/img", "img/s", "GMACs/img",
-                  "keep/stage", "vs dense", title="dense vs pruned, interleaved (latency in ms per "
-                  "batch; GMACs = analytic multiply-adds per image)")
+    console.print("dense vs pruned from the same weights, interleaved; latency in ms per batch "
+                  "(median / p90 / p99); GMACs = analytic multiply-adds per image")
     for r in report["results"]:
-        config = f"{r['model']}\n{r['backend']} {r['precision']} b{r['batch']} {_size(r)}"
+        title = f"{r['model']} | {r['backend']} {r['precision']} | batch {r['batch']} | {_size(r)}"
         if r["status"] != "ok":
-            table.add_row(config, f"[yellow]{r['status']}: {r['reason']}[/]", *[""] * 8,
-                          end_section=True)
+            console.print(f"[bold]{title}[/]: [yellow]{r['status']}: {r['reason']}[/]")
             continue
+        table = Table("", "median", "p90", "p99", "ms/img", "img/s", "GMACs/img", "keep/stage",
+                      title=title, title_justify="left", title_style="bold")
         for key in ("dense", "pruned"):
             v = r[key]
             lat = v["latency_ms"]
-            versus = ("" if key == "dense" else f"speedup {r['speedup']:.2f}x\nlatency "
-                      f"{r['latency_ratio']:.0%}\nGMACs {r['gmacs_ratio']:.0%}")
-            table.add_row(config if key == "dense" else "", key, f"{lat['median']:.2f}",
-                          f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
-                          f"{v['latency_per_image_ms']['median']:.2f}",
-                          f"{v['throughput_img_s']:.1f}", f"{v['gmacs_per_image']:.3f}",
-                          _keep(v["keep_ratios"]), versus, end_section=key == "pruned")
-    console.print(table)
-    if report.get("accuracy"):
-        acc = Table(*ACCURACY_HEADER, title="accuracy: dense vs pruned from the same weights")
-        for row in accuracy_rows(report):
-            acc.add_row(*row)
+            table.add_row(key, f"{lat['median']:.1f}", f"{lat['p90']:.1f}", f"{lat['p99']:.1f}",
+                          f"{v['latency_per_image_ms']['median']:.1f}", f"{v['throughput_img_s']:.1f}",
+                          f"{v['gmacs_per_image']:.3f}", _keep(v["keep_ratios"]))
+        table.add_row("ratio", f"{r['latency_ratio']:.0%}", "", "", "",
+                      f"{r['speedup']:.2f}x", f"{r['gmacs_ratio']:.0%}", "", style="bold")
+        console.print(table)
+    for a in report.get("accuracy", []):
+        acc = Table("", "mIoU", "pixel acc", "GMACs/img", "keep/stage", title_justify="left",
+                    title=f"accuracy: {a['model']} on {a['data']} at {a['height']}x{a['width']}, "
+                    f"thresholds {', '.join(f'{t:g}' for t in a['thresholds'])}", title_style="bold")
+        for key in ("dense", "pruned"):
+            v = a[key]
+            acc.add_row(key, f"{v['miou']:.2%}", f"{v['pixel_accuracy']:.2%}",
+                        f"{v['gmacs_per_image']:.3f}", _keep(v["keep_ratios"]))
         console.print(acc)
+        console.print(f"mIoU change {-a['miou_drop']:+.2%}; pruned predicts the same class as "
+                      f"dense on {a['pruned_dense_agreement']:.2%} of pixels")
     for s in report.get("sweep", []):
         sw = Table(*SWEEP_HEADER, title=f"threshold sweep: {s['model']} on {s['data']} "
                    f"(dense: {s['dense']['gmacs_per_image']:.3f} GMACs, mIoU {s['dense']['miou']:.2%})")
