@@ -6,7 +6,9 @@ Three inputs are accepted by :func:`load_model`:
   rebuilds the model with no extra flags;
 * an official DToP checkpoint (mmseg/mmengine ``{"state_dict": ...}`` with ``backbone.*``,
   ``decode_head.*``, ``auxiliary_head.{k}.*`` names);
-* a bare state dict with either naming.
+* an official DoViT checkpoint (mmseg names with timm-style ``backbone.layers.{i}.attn.qkv``,
+  FCN heads under ``backbone.auxiliary_head.{k}``, a Segmenter ``decode_head``);
+* a bare state dict with any of these namings.
 
 For the last two the architecture is inferred from the weight shapes or given with ``arch``.
 Nothing is loaded partially: any missing, unexpected or mis-shaped key is an error that names
@@ -26,6 +28,7 @@ import torch
 
 from . import __version__
 from .models import PRESETS, ModelConfig, TokenPruningSegmenter, build_from_config, preset
+from .models.config import ADE20K_MEAN, ADE20K_STD
 
 FORMAT = "dtp-deploy"
 
@@ -40,6 +43,21 @@ _MMSEG_BLOCK = [
     ("attn.attn.in_proj_bias", "attn.qkv.bias"), ("attn.attn.out_proj.", "attn.proj."),
     ("ln2.", "norm2."), ("ffn.layers.0.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.fc2."),
 ]
+
+
+# Official DoViT backbone blocks: timm-style attention, mmseg norms and FFN.
+_DOVIT_BLOCK = [
+    ("ln1.", "norm1."), ("attn.qkv.", "attn.qkv."), ("attn.proj.", "attn.proj."),
+    ("ln2.", "norm2."), ("ffn.layers.0.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.fc2."),
+]
+
+
+def _rename(rest: str, table: list[tuple[str, str]], *, to_ours: bool) -> str:
+    for old, ours in table:
+        src, dst = (old, ours) if to_ours else (ours, old)
+        if rest.startswith(src):
+            return dst + rest[len(src):]
+    return rest
 
 
 def _dtop_head_prefixes(num_stages: int) -> list[tuple[str, str]]:
@@ -78,7 +96,10 @@ def from_official(state: Mapping[str, torch.Tensor], num_stages: int) -> dict[st
 
 
 def to_official(model: TokenPruningSegmenter) -> dict[str, torch.Tensor]:
-    """This project's names -> official DToP (mmseg) names, incl. the unused class token."""
+    """This project's names -> the official names of the model's method (DToP: incl. the
+    unused class token; DoViT: see :func:`dovit_to_official`)."""
+    if model.config.method == "dovit":
+        return dovit_to_official(model)
     inverse_heads = [(ours, old) for old, ours in _dtop_head_prefixes(model.config.num_stages)]
     out: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
@@ -102,6 +123,58 @@ def to_official(model: TokenPruningSegmenter) -> dict[str, torch.Tensor]:
     return out
 
 
+def dovit_from_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official DoViT (mmseg) names -> ours. Unknown keys pass through for the strict load."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = key
+        if key == "backbone.pos_embed":  # (1, 1 + N, C), the class token's slot first
+            out["encoder.cls_pos_embed"] = value[:, :1]
+            new, value = "encoder.pos_embed", value[:, 1:]
+        elif key == "backbone.cls_token":
+            new = "encoder.cls_token"
+        elif key.startswith("backbone.patch_embed.projection."):
+            new = key.replace("backbone.patch_embed.projection.", "encoder.patch_embed.proj.")
+        elif key.startswith("backbone.ln1."):  # the final norm
+            new = key.replace("backbone.ln1.", "final_norm.")
+        elif m := re.match(r"backbone\.layers\.(\d+)\.(.*)", key):
+            new = f"encoder.blocks.{m.group(1)}.{_rename(m.group(2), _DOVIT_BLOCK, to_ours=True)}"
+        elif m := re.match(r"backbone\.auxiliary_head\.(\d+)\.(.*)", key):
+            new = f"aux_heads.{m.group(1)}.{m.group(2)}"
+        elif m := re.match(r"decode_head\.layers\.(\d+)\.(.*)", key):
+            new = f"decode_head.layers.{m.group(1)}.{_rename(m.group(2), _MMSEG_BLOCK, to_ours=True)}"
+        out[new] = value
+    return out
+
+
+def dovit_to_official(model: TokenPruningSegmenter) -> dict[str, torch.Tensor]:
+    """Ours -> official DoViT (mmseg) names. The official backbone always runs with a class
+    token, so a model without one has no official form."""
+    if not model.config.extra.get("class_token"):
+        raise ValueError(f"{model.config.arch} has no class token; official DoViT checkpoints "
+                         "need one (extra['class_token'] = True). Save it with save_model instead.")
+    state = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    out["backbone.cls_token"] = state["encoder.cls_token"]
+    out["backbone.pos_embed"] = torch.cat([state["encoder.cls_pos_embed"], state["encoder.pos_embed"]], dim=1)
+    for key, value in state.items():
+        if key in ("encoder.pos_embed", "encoder.cls_pos_embed", "encoder.cls_token"):
+            continue
+        new = key
+        if key.startswith("encoder.patch_embed.proj."):
+            new = key.replace("encoder.patch_embed.proj.", "backbone.patch_embed.projection.")
+        elif key.startswith("final_norm."):
+            new = key.replace("final_norm.", "backbone.ln1.")
+        elif m := re.match(r"encoder\.blocks\.(\d+)\.(.*)", key):
+            new = f"backbone.layers.{m.group(1)}.{_rename(m.group(2), _DOVIT_BLOCK, to_ours=False)}"
+        elif m := re.match(r"aux_heads\.(\d+)\.(.*)", key):
+            new = f"backbone.auxiliary_head.{m.group(1)}.{m.group(2)}"
+        elif m := re.match(r"decode_head\.layers\.(\d+)\.(.*)", key):
+            new = f"decode_head.layers.{m.group(1)}.{_rename(m.group(2), _MMSEG_BLOCK, to_ours=False)}"
+        out[new] = value
+    return out
+
+
 def _grid_tokens_with_cls(pos_embed: torch.Tensor) -> int:
     """``1 + g*g`` when the official position embedding carries a class-token slot."""
     n = pos_embed.shape[1]
@@ -113,9 +186,76 @@ def _is_official(state: Mapping[str, Any]) -> bool:
     return any(k.startswith("backbone.") for k in state)
 
 
+def _is_dovit(state: Mapping[str, Any]) -> bool:
+    """Our naming of a DoViT model (its decode head has class embeddings)."""
+    return "decode_head.cls_emb" in state
+
+
+def _pick_arch(method: str, embed_dim: int, depth: int, num_stages: int, path: str) -> str:
+    matches = [name for name, cfg in PRESETS.items() if cfg.method == method
+               and cfg.embed_dim == embed_dim and cfg.depth == depth and cfg.num_stages == num_stages]
+    if len(matches) != 1:
+        raise CheckpointError(
+            f"{path}: cannot tell the architecture from its weights ({method}, embed dim "
+            f"{embed_dim}, {depth} blocks, {num_stages} heads); pass --arch, one of {sorted(PRESETS)}")
+    return matches[0]
+
+
+def _square_img_size(grid_tokens: int, patch_size: int, path: str) -> tuple[int, int]:
+    side = int(round(grid_tokens ** 0.5))
+    if side * side != grid_tokens:
+        raise CheckpointError(f"{path}: position embedding has {grid_tokens} tokens, not a square "
+                              "grid; save the model with dtp-deploy to keep its non-square size")
+    return side * patch_size, side * patch_size
+
+
+def _count(state: Mapping[str, Any], pattern: str) -> int:
+    """1 + the largest number ``pattern`` captures over the keys (0 if none match)."""
+    found = [int(m.group(1)) for k in state if (m := re.match(pattern, k))]
+    return 1 + max(found) if found else 0
+
+
+def infer_dovit_config(state: Mapping[str, torch.Tensor], arch: str | None, path: str) -> ModelConfig:
+    """DoViT architecture from weight shapes (our naming); see :func:`infer_config`.
+
+    19 classes picks the official Cityscapes settings (ImageNet mean/std, threshold 0.985)
+    when the preset is an ADE20K one."""
+    try:
+        embed_dim = state["encoder.patch_embed.proj.weight"].shape[0]
+        depth = _count(state, r"encoder\.blocks\.(\d+)\.")
+        num_aux = _count(state, r"aux_heads\.(\d+)\.")
+        _, num_classes, head_dim = state["decode_head.cls_emb"].shape
+        head_layers = _count(state, r"decode_head\.layers\.(\d+)\.")
+        aux_convs = _count(state, r"aux_heads\.0\.convs\.(\d+)\.")
+        aux_channels = state["aux_heads.0.conv_seg.weight"].shape[1] if num_aux else 256
+        aux_kernel = state["aux_heads.0.convs.0.conv.weight"].shape[-1] if num_aux and aux_convs else 1
+        grid_tokens = state["encoder.pos_embed"].shape[1]
+    except KeyError as err:
+        raise CheckpointError(
+            f"{path}: not a DoViT checkpoint this version understands (no {err}). Expected our "
+            "format (saved by dtp-deploy) or official DoViT/mmseg names "
+            "(backbone.layers.N.attn.qkv.weight, backbone.auxiliary_head.N.*, decode_head.*)."
+        ) from None
+    arch = arch or _pick_arch("dovit", embed_dim, depth, num_aux + 1, path)
+    base = preset(arch)
+    overrides: dict[str, Any] = {}
+    if num_classes == 19 and base.num_classes == 150:
+        overrides = {"mean": ADE20K_MEAN, "std": ADE20K_STD,
+                     "thresholds": (0.985,) * (base.num_stages - 1)}
+    extra = {**base.extra, "class_token": "encoder.cls_token" in state,
+             "final_norm": "final_norm.weight" in state, "aux_channels": int(aux_channels),
+             "aux_convs": aux_convs, "aux_kernel": int(aux_kernel)}
+    head_heads = base.head_heads if head_dim % base.head_heads == 0 else 1
+    return preset(arch, num_classes=num_classes, head_dim=head_dim, head_heads=head_heads,
+                  head_layers=head_layers, extra=extra,
+                  img_size=_square_img_size(grid_tokens, base.patch_size, path), **overrides)
+
+
 def infer_config(state: Mapping[str, torch.Tensor], arch: str | None, path: str) -> ModelConfig:
     """Architecture from weight shapes (our naming): embed dim and depth pick the preset;
     classes, head width and trained size are read off the tensors."""
+    if _is_dovit(state):
+        return infer_dovit_config(state, arch, path)
     try:
         embed_dim = state["encoder.patch_embed.proj.weight"].shape[0]
         depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"encoder\.blocks\.(\d+)\.", k)))
@@ -130,23 +270,13 @@ def infer_config(state: Mapping[str, torch.Tensor], arch: str | None, path: str)
             "format (saved by dtp-deploy) or official DToP/mmseg names "
             "(backbone.layers.N.attn.attn.in_proj_weight, decode_head.*, auxiliary_head.N.*)."
         ) from None
-    if arch is None:
-        matches = [name for name, cfg in PRESETS.items()
-                   if cfg.embed_dim == embed_dim and cfg.depth == depth and cfg.num_stages == num_stages]
-        if len(matches) != 1:
-            raise CheckpointError(
-                f"{path}: cannot tell the architecture from its weights (embed dim {embed_dim}, "
-                f"{depth} blocks, {num_stages} heads); pass --arch, one of {sorted(PRESETS)}")
-        arch = matches[0]
-    side = int(round(grid_tokens ** 0.5))
-    if side * side != grid_tokens:
-        raise CheckpointError(f"{path}: position embedding has {grid_tokens} tokens, not a square "
-                              "grid; save the model with dtp-deploy to keep its non-square size")
+    arch = arch or _pick_arch("dtop", embed_dim, depth, num_stages, path)
+    img_size = _square_img_size(grid_tokens, PRESETS[arch].patch_size, path)
     base = preset(arch)
     head_heads = base.head_heads if head_dim % base.head_heads == 0 else 1
     return preset(arch, num_classes=num_classes, head_dim=head_dim, head_heads=head_heads,
                   head_layers=head_layers,
-                  img_size=(side * base.patch_size, side * base.patch_size))
+                  img_size=img_size)
 
 
 def _load_file(path: str) -> Any:
@@ -163,7 +293,7 @@ def _load_file(path: str) -> Any:
 
 def load_model(path: str | os.PathLike, *, arch: str | None = None,
                thresholds: Sequence[float] | None = None, pruning: bool = True) -> TokenPruningSegmenter:
-    """Load a checkpoint (our format, official DToP, or a bare state dict) into an eval-mode model.
+    """Load a checkpoint (our format, official DToP/DoViT, or a bare state dict) into an eval-mode model.
 
     Args:
         path: the checkpoint file.
@@ -185,13 +315,15 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None,
         if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{path}: no state dict of tensors found (top-level keys: "
                                   f"{sorted(data)[:8]})")
-        if _is_official(state):
-            if "backbone.layers.0.attn.qkv.weight" in state:
-                raise CheckpointError(f"{path}: has the keys of a DoViT model (attn.qkv); "
-                                      "this version loads DToP checkpoints")
-            num_stages = 1 + sum(1 for k in state if re.fullmatch(r"auxiliary_head\.\d+\.q\.weight", k))
-            state = from_official(state, num_stages)
-        config = infer_config(state, arch, path)
+        if _is_official(state) and any(
+                re.fullmatch(r"backbone\.layers\.\d+\.attn\.qkv\.weight", k) for k in state):
+            state = dovit_from_official(state)  # timm-style attention: DoViT
+            config = infer_dovit_config(state, arch, path)
+        else:
+            if _is_official(state):
+                num_stages = 1 + sum(1 for k in state if re.fullmatch(r"auxiliary_head\.\d+\.q\.weight", k))
+                state = from_official(state, num_stages)
+            config = infer_config(state, arch, path)
     model = build_from_config(config)
     _strict_load(model, state, path)
     model.set_thresholds(thresholds)
@@ -212,7 +344,8 @@ def _strict_load(model: TokenPruningSegmenter, state: Mapping[str, torch.Tensor]
                 parts.append(f"{len(keys)} {name} (first: {', '.join(keys[:4])})")
         raise CheckpointError(
             f"{path}: weights do not fit {model.config.arch}: {'; '.join(parts)}. "
-            f"Check --arch (one of {sorted(PRESETS)}) and that the file is a DToP checkpoint.")
+            f"Check --arch (one of {sorted(PRESETS)}) and that the file is a "
+            f"{'DoViT' if model.config.method == 'dovit' else 'DToP'} checkpoint.")
     model.load_state_dict(state, strict=True)
 
 
