@@ -1,0 +1,132 @@
+"""The runtime on models exported with ``export_onnx``, against the PyTorch model.
+
+Exports take tens of seconds, so each exported graph is cached under ``build/test-models``,
+keyed by a hash of the weights, the model and exporter sources and the export arguments: the
+first run exports, later runs reuse the file until any of those change.
+"""
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dtp_deploy.builtin import builtin_checkpoint_path, load_builtin_model
+from dtp_deploy.data.synthetic import SyntheticScenes
+from dtp_deploy.models import build_model
+from dtp_deploy.preprocess import to_tensor
+from dtp_deploy.runtime import Segmenter
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "build" / "test-models"
+
+
+def _source_hash(*extra: str) -> str:
+    digest = hashlib.sha256(torch.__version__.encode())
+    for folder in ("exporters", "dtp_deploy/models", "dtp_deploy/ops"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    for item in extra:
+        digest.update(item.encode())
+    return digest.hexdigest()[:16]
+
+
+def exported_model(name: str, model_fn, **kwargs) -> Path:
+    """``model_fn()`` exported with ``kwargs`` (cached; see the module docstring)."""
+    from exporters import export_onnx
+
+    weights = builtin_checkpoint_path().read_bytes() if name == "builtin" else b""
+    key = _source_hash(name, repr(sorted(kwargs.items())), hashlib.sha256(weights).hexdigest())
+    path = CACHE / f"{name}-{key}.onnx"
+    if not path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        export_onnx(model_fn(), path, check=False, progress=False, **kwargs)
+    return path
+
+
+def random_model():
+    torch.manual_seed(0)
+    return build_model("dtop-vit-t", num_classes=5, img_size=(128, 192)).eval()
+
+
+@pytest.fixture(scope="module")
+def builtin_onnx():
+    return exported_model("builtin", load_builtin_model, flavour="portable")
+
+
+@pytest.fixture(scope="module")
+def random_plugin_onnx():
+    # A low threshold, so that the random model prunes tokens and the dtp ops move data.
+    return exported_model("random-plugin", random_model, flavour="plugin", thresholds=[0.3, 0.3])
+
+
+def torch_prediction(model, image, thresholds=None):
+    """Labels at the image size and keep ratios of the PyTorch model on one image."""
+    if thresholds is not None:
+        model.set_thresholds(thresholds)
+    cfg = model.config
+    with torch.inference_mode():
+        scores, keep = model(to_tensor(image, cfg.mean, cfg.std))
+        full = F.interpolate(scores, size=image.shape[:2], mode="bilinear", align_corners=False)
+    tokens = scores.shape[2] * scores.shape[3]
+    return full.argmax(1)[0].numpy(), tuple(keep[0].numpy() / tokens)
+
+
+def test_builtin_matches_pytorch(builtin_onnx):
+    seg = Segmenter.open(builtin_onnx)
+    assert seg.metadata.arch == "dtop-vit-t" and seg.input_size == (192, 192)
+    model = load_builtin_model()
+    for i in range(2):
+        image, mask = SyntheticScenes(2, 192, 192, seed=5)[i]
+        expected, keep = torch_prediction(model, image)
+        whole = seg.predict(image)
+        assert (whole.labels != expected).mean() < 1e-3
+        assert whole.keep_ratio == pytest.approx(keep)
+        assert whole.keep_ratio[-1] < 1.0, "the built-in model should prune"
+        assert (whole.labels == mask).mean() > 0.85
+        slide = seg.predict(image, mode="slide")
+        np.testing.assert_array_equal(slide.labels, whole.labels)
+
+
+def test_builtin_slides_over_a_larger_frame(builtin_onnx):
+    seg = Segmenter.open(builtin_onnx)
+    image, mask = SyntheticScenes(1, 256, 512, seed=9)[0]
+    result = seg.predict(image, mode="slide")
+    assert result.windows == 2 * 4
+    assert result.labels.shape == (256, 512)
+    assert (result.labels == mask).mean() > 0.85
+
+
+def test_random_plugin_graph_matches_pytorch(random_plugin_onnx):
+    seg = Segmenter.open(random_plugin_onnx)
+    assert seg.metadata.flavour == "plugin" and seg.backend.plugin_graph
+    image, _ = SyntheticScenes(1, 128, 192, seed=2)[0]
+    expected, keep = torch_prediction(random_model(), image, thresholds=[0.3, 0.3])
+    result = seg.predict(image)
+    assert result.keep_ratio == pytest.approx(keep)
+    assert (result.labels != expected).mean() < 1e-3
+
+
+def test_plugin_graph_runs_without_torch(random_plugin_onnx, tmp_path):
+    """The plugin path (ONNX Runtime + the CPU dtp domain) imports no torch either."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "torch.py").write_text("raise AssertionError('the runtime imported torch')\n")
+    code = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from dtp_deploy.runtime import Segmenter
+        seg = Segmenter.open({str(random_plugin_onnx)!r})
+        seg.predict(np.full((100, 150, 3), 90, np.uint8))
+        assert "torch" not in sys.modules
+        print("ok")
+    """)
+    env = {"PYTHONPATH": f"{fake}{os.pathsep}{ROOT}", "PATH": os.environ.get("PATH", "")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
