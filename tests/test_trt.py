@@ -1,0 +1,190 @@
+"""dtp_deploy.trt: plugin-library lookup, dtp-build's CLI contract, and (with TensorRT) engines."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from dtp_deploy.trt import plugins
+from dtp_deploy.trt.build import ShapeProfile, parse_shape, shapes_from_onnx
+from dtp_deploy.trt.cli import EXIT_NO_TRT, main
+
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def _tiny_onnx(path: Path, *, symbolic: bool, input_size=(64, 96)) -> Path:
+    dims = ["batch", 3, "height", "width"] if symbolic else [2, 3, 32, 48]
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, dims)
+    graph = helper.make_graph([helper.make_node("Relu", ["images"], ["scores"])], "tiny", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if input_size is not None:
+        helper.set_model_props(model, {"dtp.input_size": f"[{input_size[0]}, {input_size[1]}]"})
+    onnx.save(model, str(path))
+    return path
+
+
+# -- plugin library lookup ------------------------------------------------------------------------
+def test_missing_env_library_names_path_variable_and_fix(tmp_path, monkeypatch):
+    missing = tmp_path / "nowhere" / "libdtp_plugins.so"
+    monkeypatch.setenv(plugins.ENV_VAR, str(missing))
+    with pytest.raises(plugins.PluginLibraryNotFound) as err:
+        plugins.find_plugin_library()
+    message = str(err.value)
+    assert str(missing) in message and "$DTP_PLUGIN_LIB" in message
+    assert "scripts/build_plugins.sh" in message
+
+
+def test_explicit_path_wins_over_env(tmp_path, monkeypatch):
+    library = tmp_path / "libdtp_plugins.so"
+    library.write_bytes(b"\x7fELF")
+    monkeypatch.setenv(plugins.ENV_VAR, str(tmp_path / "other.so"))
+    assert plugins.find_plugin_library(library) == library.resolve()
+    monkeypatch.setenv(plugins.ENV_VAR, str(library))
+    assert plugins.find_plugin_library() == library.resolve()
+
+
+def test_default_location_is_the_build_directory(monkeypatch):
+    monkeypatch.delenv(plugins.ENV_VAR, raising=False)
+    expected = Path(__file__).resolve().parents[1] / "build" / "plugins" / "libdtp_plugins.so"
+    assert plugins.default_library_path() == expected
+    if expected.is_file():
+        assert plugins.find_plugin_library() == expected.resolve()
+    else:
+        with pytest.raises(plugins.PluginLibraryNotFound, match="default build location"):
+            plugins.find_plugin_library()
+
+
+def test_trt_package_imports_without_tensorrt_or_cuda_bindings():
+    code = ("import sys, dtp_deploy.trt, dtp_deploy.trt.cli, dtp_deploy.trt.engine, "
+            "dtp_deploy.trt.build, dtp_deploy.trt.kernels_ext; "
+            "bad = [m for m in ('tensorrt', 'pycuda', 'cuda', 'torch') if m in sys.modules]; "
+            "sys.exit(f'imported at module import time: {bad}' if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# -- shapes -----------------------------------------------------------------------------------
+def test_parse_shape():
+    assert parse_shape("8x3x512X512") == (8, 3, 512, 512)
+    for bad in ("1x3x512", "1x3x512xa", "0x3x8x8"):
+        with pytest.raises(ValueError, match="BxCxHxW"):
+            parse_shape(bad)
+
+
+def test_shape_profile_must_be_ordered():
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        ShapeProfile((2, 3, 64, 64), (1, 3, 64, 64), (4, 3, 64, 64))
+
+
+def test_shapes_from_onnx_metadata(tmp_path):
+    profile = shapes_from_onnx(_tiny_onnx(tmp_path / "m.onnx", symbolic=True))
+    assert profile.min == profile.opt == profile.max == (1, 3, 64, 96)
+    fixed = shapes_from_onnx(_tiny_onnx(tmp_path / "f.onnx", symbolic=False))
+    assert fixed.max == (2, 3, 32, 48)
+    with pytest.raises(ValueError, match="--min/--opt/--max"):
+        shapes_from_onnx(_tiny_onnx(tmp_path / "n.onnx", symbolic=True, input_size=None))
+
+
+# -- dtp-build CLI ------------------------------------------------------------------------------
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed here")
+def test_dtp_build_without_tensorrt_exits_with_clear_message(tmp_path):
+    model = _tiny_onnx(tmp_path / "m.onnx", symbolic=False)
+    result = CliRunner().invoke(main, [str(model), "-o", str(tmp_path / "m.engine")])
+    assert result.exit_code == EXIT_NO_TRT
+    assert "TensorRT is not installed" in result.output
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_dtp_build_rejects_partial_and_malformed_shapes(tmp_path):
+    model = _tiny_onnx(tmp_path / "m.onnx", symbolic=True)
+    runner = CliRunner()
+    partial = runner.invoke(main, [str(model), "-o", str(tmp_path / "e"), "--min", "1x3x64x64"])
+    assert partial.exit_code == 2 and "--min, --opt and --max" in partial.output
+    bad = runner.invoke(main, [str(model), "-o", str(tmp_path / "e"), "--min", "1x3x64",
+                               "--opt", "1x3x64x64", "--max", "1x3x64x64"])
+    assert bad.exit_code == 2 and "BxCxHxW" in bad.output
+
+
+def test_dtp_build_is_a_console_script():
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert 'dtp-build = "dtp_deploy.trt.cli:main"' in text
+
+
+# -- TensorRT (skipped without it) ----------------------------------------------------------------
+def _library_or_skip() -> Path:
+    try:
+        return plugins.find_plugin_library()
+    except plugins.PluginLibraryNotFound as err:
+        pytest.skip(str(err))
+
+
+@pytest.mark.trt
+@pytest.mark.skipif(not HAVE_TRT, reason="tensorrt does not import")
+def test_plugin_library_registers_both_creators():
+    import tensorrt as trt
+
+    plugins.load_plugin_library(trt, _library_or_skip())
+    registry = trt.get_plugin_registry()
+    for name in plugins.PLUGIN_NAMES:
+        assert registry.get_creator(name, "1", "dtp") is not None, name
+
+
+def _split_reconstruct_onnx(path: Path, b: int, n: int, c: int) -> Path:
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("tokens", f, [b, n, c]),
+              helper.make_tensor_value_info("confidence", f, [b, n]),
+              helper.make_tensor_value_info("label", TensorProto.INT32, [b, n]),
+              helper.make_tensor_value_info("index", TensorProto.INT32, [b, n]),
+              helper.make_tensor_value_info("base", f, [b, n, c])]
+    split = helper.make_node("TokenSplit", ["tokens", "confidence", "label", "index"],
+                             ["kept_tokens", "kept_index"], domain="dtp", threshold=0.9,
+                             context_topk=5, num_classes=7, plugin_namespace="dtp",
+                             plugin_version="1")
+    rec = helper.make_node("TokenReconstruct", ["base", "kept_tokens", "kept_index"], ["out"],
+                           domain="dtp", plugin_namespace="dtp", plugin_version="1")
+    out = helper.make_tensor_value_info("out", f, [b, n, c])
+    graph = helper.make_graph([split, rec], "split_reconstruct", inputs, [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("dtp", 1)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.trt
+@pytest.mark.skipif(not HAVE_TRT, reason="tensorrt does not import")
+def test_plugin_engine_matches_reference(tmp_path):
+    import torch
+
+    from dtp_deploy.ops.reference import token_reconstruct, token_split
+    from dtp_deploy.trt.build import build_engine
+    from dtp_deploy.trt.engine import TrtEngine
+
+    library = _library_or_skip()
+    b, n, c = 2, 256, 64
+    model = _split_reconstruct_onnx(tmp_path / "sr.onnx", b, n, c)
+    engine_path = tmp_path / "sr.engine"
+    record = build_engine(model, engine_path, plugin_lib=library)
+    assert record["uses_plugins"] and record["plugin_library_sha256"]
+    rng = np.random.default_rng(0)
+    feeds = {"tokens": rng.standard_normal((b, n, c), dtype=np.float32),
+             "confidence": rng.random((b, n), dtype=np.float32),
+             "label": rng.integers(0, 7, (b, n), dtype=np.int32),
+             "index": np.tile(np.arange(n, dtype=np.int32), (b, 1)),
+             "base": rng.standard_normal((b, n, c), dtype=np.float32)}
+    with TrtEngine(engine_path, library) as engine:
+        got = engine.infer(feeds)["out"]
+    t = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    kept, kept_index = token_split(t["tokens"], t["confidence"], t["label"], t["index"],
+                                   threshold=0.9, context_topk=5, num_classes=7)
+    want = token_reconstruct(t["base"], kept, kept_index).numpy()
+    np.testing.assert_array_equal(got, want)
+
