@@ -324,3 +324,13 @@ def test_runtime_never_imports_torch(models, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_cityscapes_frame_slides_with_a_512_crop(models):
+    """A 1024x2048 frame on a dynamic graph with 512 windows every 336 pixels: 3 x 6 windows."""
+    seg = Segmenter.open(models["dynamic"])
+    image = np.random.default_rng(0).integers(0, 256, (1024, 2048, 3), dtype=np.uint8)
+    result = seg.predict(image, mode="slide", crop=512)
+    assert result.windows == 18 and result.labels.shape == (1024, 2048)
+    plan = seg.plan(1024, 2048, mode="slide", crop=512)
+    assert {y for y, _ in plan.windows} == {0, 336, 512} and max(x for _, x in plan.windows) == 1536
