@@ -334,3 +334,16 @@ def test_cityscapes_frame_slides_with_a_512_crop(models):
     assert result.windows == 18 and result.labels.shape == (1024, 2048)
     plan = seg.plan(1024, 2048, mode="slide", crop=512)
     assert {y for y, _ in plan.windows} == {0, 336, 512} and max(x for _, x in plan.windows) == 1536
+
+
+def test_engine_sidecar_metadata(tmp_path):
+    """The ``<engine>.json`` that dtp-build writes carries the ONNX metadata under "metadata"."""
+    import json
+
+    from dtp_deploy.runtime.backends import engine_props
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"")
+    props = toy_metadata((64, 64)).to_props()
+    (tmp_path / "m.engine.json").write_text(json.dumps({"precision": "fp32", "metadata": props}))
+    assert ModelMetadata.from_props(engine_props(engine)) == toy_metadata((64, 64))

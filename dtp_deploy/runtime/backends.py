@@ -172,8 +172,11 @@ class TrtBackend:
             raise RuntimeSetupError(f"{path}: running TensorRT engines needs the tensorrt package and "
                                     f"a CUDA GPU ({err}); pip install 'dtp-deploy[trt]', or run the "
                                     ".onnx model with backend='ort'") from err
+        try:
+            self.engine = TrtEngine(os.fspath(path), plugin_lib=plugin_lib)
+        except (ImportError, RuntimeError) as err:  # TensorRT or a CUDA binding missing, bad engine
+            raise RuntimeSetupError(f"{path}: TensorRT cannot run it: {err}") from err
         self.props = engine_props(path, metadata_path)
-        self.engine = TrtEngine(os.fspath(path), plugin_lib=plugin_lib)
         self.device = f"cuda:{index}"
         self.plugin_graph = False
         self.input_name = "images"
@@ -200,12 +203,16 @@ def _engine_input_shape(engine: Any, name: str) -> tuple[int, ...] | None:
         table = getattr(engine, attr, None)
         if isinstance(table, dict) and name in table:
             return tuple(int(d) for d in table[name])
+    trt_engine = getattr(engine, "engine", None)  # the tensorrt.ICudaEngine it wraps
+    if trt_engine is not None and hasattr(trt_engine, "get_tensor_shape"):
+        return tuple(int(d) for d in trt_engine.get_tensor_shape(name))
     return None
 
 
 def engine_props(path: Path, metadata_path: str | os.PathLike | None = None) -> dict[str, str]:
     """The ``dtp.*`` metadata of an engine: from ``metadata_path`` (a ``.json`` of the ONNX
     ``metadata_props`` map, or the ``.onnx`` the engine was built from), else from the sidecar
+    (``dtp-build`` writes ``<engine>.json`` with the map under ``"metadata"``)
     ``<engine>.json`` or ``<stem>.json``, else from ``<stem>.onnx`` next to the engine."""
     candidates = [Path(metadata_path)] if metadata_path else [
         path.with_name(path.name + ".json"), path.with_suffix(".json"), path.with_suffix(".onnx")]
@@ -223,6 +230,8 @@ def engine_props(path: Path, metadata_path: str | os.PathLike | None = None) -> 
             return {p.key: p.value for p in model.metadata_props}
         with open(candidate, encoding="utf-8") as handle:
             data = json.load(handle)
+        if isinstance(data, dict) and isinstance(data.get("metadata"), dict):
+            data = data["metadata"]  # the sidecar dtp-build writes: {..., "metadata": {dtp.*}}
         if not isinstance(data, dict):
             raise RuntimeSetupError(f"{candidate}: expected a JSON object of dtp.* metadata")
         return {key: _as_prop(value) for key, value in data.items()}
