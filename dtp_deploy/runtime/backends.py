@@ -212,8 +212,8 @@ def _engine_input_shape(engine: Any, name: str) -> tuple[int, ...] | None:
 def engine_props(path: Path, metadata_path: str | os.PathLike | None = None) -> dict[str, str]:
     """The ``dtp.*`` metadata of an engine: from ``metadata_path`` (a ``.json`` of the ONNX
     ``metadata_props`` map, or the ``.onnx`` the engine was built from), else from the sidecar
-    (``dtp-build`` writes ``<engine>.json`` with the map under ``"metadata"``)
-    ``<engine>.json`` or ``<stem>.json``, else from ``<stem>.onnx`` next to the engine."""
+    ``<engine>.json`` (what ``dtp-build`` writes, the map under ``"metadata"``) or
+    ``<stem>.json``, else from ``<stem>.onnx`` next to the engine."""
     candidates = [Path(metadata_path)] if metadata_path else [
         path.with_name(path.name + ".json"), path.with_suffix(".json"), path.with_suffix(".onnx")]
     for candidate in candidates:
