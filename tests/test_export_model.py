@@ -1,0 +1,194 @@
+"""Whole models exported with ``export_onnx`` and run in ONNX Runtime, against PyTorch.
+
+Each graph is exported once per module (an export takes 10-20 s on two cores) and then run on
+several inputs: batch 1 and batch 3 with a different keep count per image, the trained
+non-square size and other sizes (dynamic graphs), and thresholds where nothing or everything
+exits. The random model is a shallow dtop-vit-t (3 blocks, width 64) to keep exports quick;
+the built-in dtop-vit-t is exported as shipped. Crossed flavour/threshold cases are ``slow``.
+"""
+
+import copy
+import functools
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dtp_deploy.metadata import ModelMetadata
+from dtp_deploy.models import build_model
+from exporters import ExportError, export_onnx
+from exporters.export import METADATA_KEYS, count_dtp_nodes
+from exporters.ort_dtp_domain import create_session
+
+# Max |ONNX Runtime - PyTorch fp32| of the scores, per graph precision.
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
+SIZE = (128, 192)  # trained size of the random model: non-square
+THRESHOLD = 0.3  # where the random model keeps a different number of tokens per image
+SHALLOW = dict(depth=3, stage_ends=(1, 2, 3), embed_dim=64, num_heads=2, head_dim=32,
+               head_heads=2, head_layers=1)
+
+
+@functools.cache
+def random_model():
+    torch.manual_seed(0)
+    return build_model("dtop-vit-t", num_classes=5, img_size=SIZE, **SHALLOW).eval()
+
+
+def images(batch, height, width, seed=0):
+    """Noise with a different contrast per image, so each image keeps a different count."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.tensor([0.3, 1.0, 3.0][:batch] + [1.0] * max(0, batch - 3))
+    return torch.randn(batch, 3, height, width, generator=gen) * scale[:, None, None, None]
+
+
+def torch_outputs(model, thresholds, x):
+    model = copy.deepcopy(model)
+    model.set_thresholds(thresholds)
+    with torch.inference_mode():
+        return [t.numpy() for t in model(x)]
+
+
+@functools.cache
+def exported(tmp_dir, flavour, threshold, fp16=False, dynamic=False, batch=3):
+    path = tmp_dir / f"{flavour}-{threshold}-{fp16}-{dynamic}-{batch}.onnx"
+    report = export_onnx(random_model(), path, flavour=flavour, thresholds=[threshold] * 2,
+                         fp16=fp16, dynamic_batch=dynamic, dynamic_shape=dynamic, batch=batch,
+                         check=False, progress=False)
+    return path, report, create_session(path)
+
+
+@pytest.fixture(scope="module")
+def tmp_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx")
+
+
+def run(session, x, fp16=False):
+    feed = x.numpy().astype(np.float16 if fp16 else np.float32)
+    return session.run(["scores", "keep_counts"], {"images": feed})
+
+
+@pytest.mark.parametrize("batch, height, width",
+                         [(1, *SIZE), (3, *SIZE), (3, 160, 160), (2, 96, 224)],
+                         ids=["b1-128x192", "b3-128x192", "b3-160x160", "b2-96x224"])
+@pytest.mark.parametrize("flavour", ["plugin", "portable"])
+def test_dynamic_graph_matches_pytorch(tmp_dir, flavour, batch, height, width):
+    _, report, session = exported(tmp_dir, flavour, THRESHOLD, dynamic=True)
+    assert report.input_shape[0] == "batch" and isinstance(report.input_shape[2], str)
+    x = images(batch, height, width)
+    scores, counts = run(session, x)
+    want_scores, want_counts = torch_outputs(random_model(), [THRESHOLD] * 2, x)
+    np.testing.assert_array_equal(counts, want_counts)
+    assert scores.shape == (batch, 5, height // 16, width // 16)
+    assert np.abs(scores - want_scores).max() <= TOLERANCE["fp32"]
+    if batch == 3 and (height, width) == SIZE:  # the case must prune, differently per image
+        assert len(set(counts[:, 1].tolist())) == 3 and (counts[:, -1] < counts[:, 0]).all()
+
+
+@pytest.mark.parametrize("flavour, threshold", [
+    ("plugin", 2.0), ("portable", -1.0),
+    pytest.param("plugin", -1.0, marks=pytest.mark.slow),
+    pytest.param("portable", 2.0, marks=pytest.mark.slow)],
+                         ids=["plugin-none-exit", "portable-all-exit", "plugin-all-exit",
+                              "portable-none-exit"])
+def test_extreme_thresholds(tmp_dir, flavour, threshold):
+    _, report, session = exported(tmp_dir, flavour, threshold)
+    x = images(3, *SIZE, seed=1)
+    scores, counts = run(session, x)
+    want_scores, want_counts = torch_outputs(random_model(), [threshold] * 2, x)
+    np.testing.assert_array_equal(counts, want_counts)
+    assert np.abs(scores - want_scores).max() <= TOLERANCE["fp32"]
+    n = SIZE[0] * SIZE[1] // 256
+    if threshold > 1:
+        assert (counts == n).all()
+    else:  # only the context tokens (5 per predicted class) go on
+        assert (counts[:, 1:] <= 5 * 5).all()
+
+
+@pytest.mark.parametrize("flavour", ["plugin", pytest.param("portable", marks=pytest.mark.slow)])
+def test_fp16_graph(tmp_dir, flavour):
+    path, report, session = exported(tmp_dir, flavour, 2.0, fp16=True)
+    proto = onnx.load(path, load_external_data=False)
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    outputs = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
+    assert outputs == {"scores": onnx.TensorProto.FLOAT16, "keep_counts": onnx.TensorProto.INT32}
+    x = images(3, *SIZE, seed=2)
+    scores, counts = run(session, x, fp16=True)
+    want_scores, want_counts = torch_outputs(random_model(), [2.0] * 2, x)
+    np.testing.assert_array_equal(counts, want_counts)
+    assert np.abs(scores.astype(np.float32) - want_scores).max() <= TOLERANCE["fp16"]
+    assert report.metadata["precision"] == "fp16"
+
+
+def test_plugin_graph_nodes_and_metadata(tmp_dir):
+    path, report, _ = exported(tmp_dir, "plugin", 2.0)
+    proto = onnx.load(path)
+    assert count_dtp_nodes(proto) == {"TokenSplit": 2, "TokenReconstruct": 3} == report.dtp_nodes
+    thresholds = [a.f for n in proto.graph.node if n.op_type == "TokenSplit" for a in n.attribute
+                  if a.name == "threshold"]
+    assert thresholds == [2.0, 2.0]
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert set(METADATA_KEYS.values()) <= set(props)
+    meta = ModelMetadata.from_props(props)
+    cfg = random_model().config
+    assert (meta.flavour, meta.dense, meta.arch, meta.method) == ("plugin", False, cfg.arch, "dtop")
+    assert meta.class_names == cfg.class_names and meta.mean == cfg.mean and meta.std == cfg.std
+    assert meta.input_size == SIZE and meta.trained_size == SIZE and meta.thresholds == (2.0, 2.0)
+    assert meta.stage_ends == cfg.stage_ends and meta.input_layout.startswith("NCHW float32")
+
+
+def test_dense_and_argmax(tmp_path):
+    path = tmp_path / "dense.onnx"
+    report = export_onnx(random_model(), path, flavour="portable", dense=True,
+                         postprocess="argmax", progress=False)
+    assert report.checked and report.max_abs_diff <= TOLERANCE["fp32"] and report.keep_counts_match
+    assert report.dtp_nodes == {} and report.outputs["labels"] == [1, *SIZE]
+    x = images(1, *SIZE, seed=3)
+    scores, counts, labels = create_session(path).run(None, {"images": x.numpy()})
+    assert (counts == SIZE[0] * SIZE[1] // 256).all()
+    full = torch.nn.functional.interpolate(torch.from_numpy(scores), size=SIZE, mode="bilinear",
+                                           align_corners=False)
+    assert labels.dtype == np.int32
+    assert (labels == full.argmax(1).numpy()).mean() > 0.999  # exact up to float ties
+    assert ModelMetadata.from_props({p.key: p.value for p in onnx.load(path).metadata_props}).dense
+
+
+def test_builtin_model_exports_and_checks(tmp_path):
+    from dtp_deploy.builtin import load_builtin_model
+
+    model = load_builtin_model()
+    report = export_onnx(model, tmp_path / "builtin.onnx", batch=3, progress=False)
+    assert report.checked and report.keep_counts_match
+    assert report.max_abs_diff <= TOLERANCE["fp32"]
+    counts = np.array(report.keep_counts)
+    assert (counts[:, -1] < counts[:, 0]).all(), "synthetic scenes must prune on the built-in model"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(height=100), "height 100 is not a positive multiple of the patch size 16; use e.g. 96"),
+    (dict(flavour="tensorrt"), "unknown flavour 'tensorrt'"),
+    (dict(opset=11), "opset 11 is not supported"),
+    (dict(thresholds=[0.9]), "takes 2 threshold(s)"),
+    (dict(postprocess="softmax"), "unknown postprocess"),
+], ids=["size", "flavour", "opset", "thresholds", "postprocess"])
+def test_bad_requests_fail_early_and_write_nothing(tmp_path, kwargs, message):
+    target = tmp_path / "never.onnx"
+    with pytest.raises(ExportError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        export_onnx(random_model(), target, progress=False, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_export_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    import exporters.export as export_module
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+
+    def broken(*args, **kwargs):
+        raise onnx.checker.ValidationError("broken on purpose")
+
+    monkeypatch.setattr(export_module.onnx.checker, "check_model", broken)
+    with pytest.raises(ExportError, match="broken on purpose"):
+        export_onnx(random_model(), target, flavour="portable", dense=True, progress=False)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
