@@ -1,9 +1,12 @@
 """Train the built-in model on synthetic scenes (CPU, a few minutes) and save it.
 
     python scripts/train_builtin.py --arch dtop-vit-t --steps 600 -o dtp_deploy/assets/dtop-vit-t-synthetic.pth
+    python scripts/train_builtin.py --arch dovit-vit-t --steps 400 -o dtp_deploy/assets/dovit-vit-t-synthetic.pth
 
 Every stage's head is trained on all tokens (dense), as the token-pruning papers do before
-pruning at inference; the per-token target is the class mix of the token's patch.
+pruning at inference; the per-token target is the class mix of the token's patch. Both methods'
+``stage_predictions`` are per-class scores in [0, 1] (DToP: class probability times mask
+sigmoid; DoViT: softmax), so one binary cross-entropy loss trains either.
 """
 
 from __future__ import annotations
