@@ -70,7 +70,8 @@ CASES = {
 
 
 @functools.cache
-def exported(flavour: str, config: str, dtype: torch.dtype = torch.float32) -> onnx.ModelProto:
+def exported(flavour: str, config: str, dtype: torch.dtype = torch.float32,
+             opset: int = 18) -> onnx.ModelProto:
     threshold, topk = CONFIGS[config]
     batch, tokens = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("n", min=1, max=4096)
     rows, pairs = {0: batch, 1: tokens}, {0: batch, 1: tokens}
@@ -79,7 +80,7 @@ def exported(flavour: str, config: str, dtype: torch.dtype = torch.float32) -> o
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             SplitReconstruct(threshold, topk), make_inputs(2, 8, dtype=dtype), dynamo=True,
-            opset_version=18, input_names=INPUT_NAMES,
+            opset_version=opset, input_names=INPUT_NAMES,
             output_names=["kept_tokens", "kept_index", "out"], dynamic_shapes=dynamic,
             custom_translation_table=translation_table(flavour), verbose=False)
     return program.model_proto
@@ -134,6 +135,18 @@ def test_fp16_rows(flavour):
     assert got[0].dtype == np.float16 and got[2].dtype == np.float16
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w.numpy())
+
+
+@pytest.mark.parametrize("flavour", ["plugin", "portable"])
+def test_newest_supported_opset(flavour):
+    from exporters.export import SUPPORTED_OPSETS
+
+    opset = SUPPORTED_OPSETS[-1]
+    proto = exported(flavour, "context5", opset=opset)
+    assert {o.domain: o.version for o in proto.opset_import}[""] == opset
+    inputs = make_inputs(**CASES["ties"])
+    for got, want in zip(run_graph(flavour, proto, inputs), expected("context5", inputs)):
+        np.testing.assert_array_equal(got, want.numpy())
 
 
 def _attributes(node):
