@@ -255,7 +255,7 @@ def export_onnx(
     register_dtp_schemas()
     start = time.perf_counter()
 
-    reference = copy.deepcopy(model).float().eval()
+    reference = copy.deepcopy(model).cpu().float().eval()  # exported and checked on the CPU
     reference.pruning = not dense
     reference.set_thresholds(thresholds if thresholds is not None else model.thresholds)
     exported = copy.deepcopy(reference).to(torch.float16 if fp16 else torch.float32)
