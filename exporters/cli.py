@@ -37,7 +37,9 @@ def _print_report(report) -> None:
         ("dtp nodes", ", ".join(f"{k} x{v}" for k, v in report.dtp_nodes.items()) or "none"),
         ("nodes / size", f"{report.num_nodes} / {report.size_bytes / 2**20:.1f} MiB"),
     ]
-    if report.checked:
+    if report.check_note:
+        rows.append(("check", report.check_note))
+    if report.max_abs_diff is not None:
         agree = "same" if report.keep_counts_match else "DIFFERENT (threshold ties)"
         rows.append(("check vs PyTorch", f"max |diff| {report.max_abs_diff:.2e}, keep counts "
                                          f"{report.keep_counts} ({agree})"))

@@ -69,6 +69,13 @@ def _register_pyops() -> str:
     return get_library_path()
 
 
+def pyops_available() -> bool:
+    """True when onnxruntime-extensions is installed, i.e. plugin graphs can run here."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime_extensions") is not None
+
+
 def uses_dtp_domain(model: onnx.ModelProto) -> bool:
     """True when the graph has ``dtp`` nodes (a plugin-flavour graph)."""
     return any(node.domain == DTP_DOMAIN for node in model.graph.node)
