@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .models import TokenPruningSegmenter
 
-BUILTIN_MODELS = {"dtop-vit-t": "dtop-vit-t-synthetic.pth"}
+BUILTIN_MODELS = {"dtop-vit-t": "dtop-vit-t-synthetic.pth", "dovit-vit-t": "dovit-vit-t-synthetic.pth"}
 DEFAULT_BUILTIN = "dtop-vit-t"
 
 

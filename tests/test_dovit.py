@@ -4,7 +4,13 @@ and the official code's structure; dense mode, edge cases and official checkpoin
 import pytest
 import torch
 
-from dtp_deploy.checkpoint import CheckpointError, load_model, save_model, save_official, to_official
+from dtp_deploy.checkpoint import (
+    CheckpointError,
+    load_model,
+    save_model,
+    save_official,
+    to_official,
+)
 from dtp_deploy.models import DoViTSegmenter, build_model, preset
 from dtp_deploy.models.config import ADE20K_MEAN
 
@@ -255,3 +261,18 @@ def test_official_form_needs_a_class_token():
     model = build_model("dovit-vit-t", num_classes=3, img_size=(32, 32), extra=extra)
     with pytest.raises(ValueError, match="no class token"):
         to_official(model)
+
+
+# -- the built-in DoViT model ---------------------------------------------------------------
+def test_builtin_dovit_stops_easy_tokens_and_keeps_accuracy():
+    from dtp_deploy.builtin import builtin_checkpoint_path
+    from dtp_deploy.report import model_summary
+
+    summary = model_summary(str(builtin_checkpoint_path("dovit-vit-t")), scenes=16)
+    assert summary["arch"] == "dovit-vit-t" and summary["method"] == "dovit"
+    assert summary["stages"][1]["keep_ratio"] < 0.8, "easy tokens should stop after stage 0"
+    assert summary["stages"][2]["keep_ratio"] <= summary["stages"][1]["keep_ratio"]
+    assert summary["gmacs_ratio"] < 0.9
+    assert summary["miou_dense"] > 0.7, "the built-in model should segment synthetic scenes"
+    assert summary["miou_pruned"] > summary["miou_dense"] - 0.03
+    assert summary["pruned_dense_agreement"] > 0.95
