@@ -97,8 +97,8 @@ class TokenPruningSegmenter(nn.Module):
                 continue  # dense baseline: only the final head predicts
             state, confidence, label = self.run_head(stage, tokens, index, bias, state, grid)
             if stage < last and self.pruning:
-                tokens, index = token_split(
-                    tokens, confidence, label.to(torch.int32), index,
+                tokens, index = token_split(  # the op takes float confidence, int32 labels
+                    tokens, confidence.float(), label.to(torch.int32), index,
                     threshold=self.thresholds[stage], context_topk=self.config.context_topk,
                     num_classes=self.config.num_classes)
                 tokens = self.after_split(stage, tokens, index, state)
