@@ -29,8 +29,8 @@ def fail(message: str, code: int = 2) -> None:
 def info(model, arch, height, width, thresholds, scenes, as_json):
     """Show a model's stages, parameter count and analytic GMACs, dense and pruned.
 
-    MODEL is a checkpoint (dtp-deploy format, official DToP/mmseg, or a bare state dict);
-    without it the built-in model is used. Keep ratios are measured on synthetic scenes, so
+    MODEL is a checkpoint (dtp-deploy format, official DToP/DoViT mmseg, or a bare state
+    dict) or a built-in name (dtop-vit-t, dovit-vit-t); without it, the built-in dtop-vit-t. Keep ratios are measured on synthetic scenes, so
     they are representative only for models trained on them (such as the built-in model).
 
     \b

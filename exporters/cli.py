@@ -75,7 +75,8 @@ def _print_report(report) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 def main(model, output, flavour, height, width, batch, dynamic_batch, dynamic_shape, dense,
          thresholds, fp16, opset, postprocess, check, arch, as_json):
-    """Export MODEL (a checkpoint) to ONNX; without MODEL, the built-in model.
+    """Export MODEL (a checkpoint or a built-in name: dtop-vit-t, dovit-vit-t) to ONNX;
+    without MODEL, the built-in dtop-vit-t.
 
     The checkpoint's own config gives the architecture, classes, normalisation and
     thresholds; the graph takes normalised NCHW RGB ``images`` and returns ``scores``
@@ -84,6 +85,7 @@ def main(model, output, flavour, height, width, batch, dynamic_batch, dynamic_sh
     \b
     Examples:
       dtp-export
+      dtp-export dovit-vit-t --flavour portable
       dtp-export model.pth --flavour portable --height 512 --width 1024
       dtp-export dtop_vit_b_ade20k.pth --arch dtop-vit-b --fp16 --dynamic-batch -o vitb.onnx
     """

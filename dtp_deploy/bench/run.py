@@ -320,14 +320,13 @@ def load_models(specs: Sequence[str], *, arch: str | None = None,
     ``random:<preset>`` (random weights, seeded; for speed only). No spec: the built-in model."""
     from pathlib import Path
 
-    from ..builtin import BUILTIN_MODELS, DEFAULT_BUILTIN, load_builtin_model, open_model
+    from ..builtin import BUILTIN_MODELS, DEFAULT_BUILTIN, open_model
     from ..models import build_model
 
     out = []
     for spec in specs or [None]:
-        if spec is None or spec in BUILTIN_MODELS:
-            name = spec or DEFAULT_BUILTIN
-            model, label = load_builtin_model(name, thresholds=thresholds), f"built-in {name}"
+        if spec is None or (spec in BUILTIN_MODELS and not Path(spec).exists()):
+            model, label = open_model(spec, thresholds=thresholds), f"built-in {spec or DEFAULT_BUILTIN}"
         elif spec.startswith("random:"):
             torch.manual_seed(seed)
             model, label = build_model(spec.split(":", 1)[1]).eval(), spec
