@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 
@@ -49,3 +50,41 @@ def info(model, arch, height, width, thresholds, scenes, as_json):
         click.echo(json.dumps(summary, indent=2))
     else:
         print_summary(summary)
+
+
+#: ``dtp <name>`` runs the same command as ``dtp-<name>``; modules load only when a command runs.
+SUBCOMMANDS = {
+    "info": "dtp_deploy.cli:info",
+    "export": "exporters.cli:main",
+    "build": "dtp_deploy.trt.cli:main",
+    "run": "dtp_deploy.runtime.cli:main",
+    "bench": "dtp_deploy.bench.cli:main",
+    "calibrate": "dtp_deploy.bench.cli:calibrate",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in SUBCOMMANDS:
+            return None
+        module, attr = SUBCOMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dtp-deploy")
+def main():
+    """dtp-deploy: export, build, run and benchmark token-pruning ViT segmenters.
+
+    Each subcommand is also installed as dtp-<name> (dtp export = dtp-export).
+
+    \b
+    Typical flow:
+      dtp export model.pth                 # ONNX with TokenSplit/TokenReconstruct nodes
+      dtp build model.onnx -o model.engine # TensorRT engine with the dtp plugins (GPU)
+      dtp run model.onnx images/ -o out/   # label PNGs from the lean runtime
+      dtp bench model.pth                  # dense vs pruned, side by side
+    """

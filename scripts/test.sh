@@ -10,4 +10,5 @@ fi
 if [ -x scripts/build_plugins.sh ] && command -v nvcc >/dev/null 2>&1; then
   scripts/build_plugins.sh
 fi
-exec .venv/bin/python -m pytest "$@"
+# Test files run in parallel, one file per worker, so each file exports its models once.
+exec .venv/bin/python -m pytest -n "${DTP_TEST_WORKERS:-auto}" --dist loadfile "$@"

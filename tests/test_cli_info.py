@@ -43,3 +43,24 @@ def test_bad_file_exit_2(tmp_path):
     bad.write_text("not a checkpoint")
     result = CliRunner().invoke(info, [str(bad)])
     assert result.exit_code == 2 and "not a readable PyTorch checkpoint" in result.output
+
+
+def test_dtp_group_runs_each_subcommand(checkpoint):
+    from dtp_deploy.cli import SUBCOMMANDS, main
+
+    listing = CliRunner().invoke(main, ["--help"])
+    assert listing.exit_code == 0 and all(name in listing.output for name in SUBCOMMANDS)
+    for name in SUBCOMMANDS:  # every entry resolves to a command with its own help
+        assert CliRunner().invoke(main, [name, "--help"]).exit_code == 0, name
+    grouped = CliRunner().invoke(main, ["info", str(checkpoint), "--scenes", "0", "--json"])
+    assert grouped.exit_code == 0
+    direct = CliRunner().invoke(info, [str(checkpoint), "--scenes", "0", "--json"])
+    assert json.loads(grouped.output) == json.loads(direct.output)
+    assert CliRunner().invoke(main, ["nope"]).exit_code == 2
+
+
+def test_builtin_names_are_models():
+    result = CliRunner().invoke(info, ["dovit-vit-t", "--scenes", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["arch"] == "dovit-vit-t" and summary["method"] == "dovit"
