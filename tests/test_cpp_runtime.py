@@ -141,10 +141,10 @@ def test_plan_constants_match():
     assert f"patchSize{{{PATCH}}}" in header
 
 
-def test_embedding_doc_cpp_example_builds(driver, tmp_path):
-    """docs/embedding.md's C++ example compiles against the library and, without TensorRT,
+def test_readme_cpp_example_builds(driver, tmp_path):
+    """The README's C++ embedding example compiles against the library and, without TensorRT,
     fails with the library's message instead of crashing."""
-    text = (ROOT / "docs" / "embedding.md").read_text()
+    text = (ROOT / "README.md").read_text()
     start = text.index("```cpp\n") + 7
     (tmp_path / "example.cpp").write_text(text[start:text.index("```", start)])
     compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")

@@ -133,20 +133,20 @@ def test_plugin_graph_runs_without_torch(random_plugin_onnx, tmp_path):
 
 
 def code_block(language: str) -> str:
-    text = (ROOT / "docs" / "embedding.md").read_text()
+    text = (ROOT / "README.md").read_text()
     start = text.index(f"```{language}\n") + len(language) + 4
     return text[start:text.index("```", start)]
 
 
-def test_embedding_doc_python_example_runs(builtin_onnx, tmp_path, monkeypatch, capsys):
-    """docs/embedding.md's Python example, as written, on the exported built-in model."""
+def test_readme_python_example_runs(builtin_onnx, tmp_path, monkeypatch, capsys):
+    """The README's Python embedding example, as written, on the exported built-in model."""
     (tmp_path / "dtop-vit-t.onnx").symlink_to(builtin_onnx)
     image, mask = SyntheticScenes(1, 256, 384, seed=11)[0]
     from PIL import Image
 
     Image.fromarray(image).save(tmp_path / "street.png")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code_block("python"), "embedding.md", "exec"), {})
+    exec(compile(code_block("python"), "README.md", "exec"), {})
     labels = np.asarray(Image.open(tmp_path / "street_labels.png"))
     assert labels.shape == (256, 384) and (labels == mask).mean() > 0.85
     assert "sky" in capsys.readouterr().out
