@@ -84,7 +84,7 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--threshold", "thresholds", multiple=True, type=float,
               help="Exit threshold of an auxiliary stage; repeat once per stage.")
 @click.option("--keep-schedule", help="Force keep ratios per auxiliary stage, e.g. 0.7,0.5 "
-              "(thresholds chosen per batch from confidence quantiles; torch backend).")
+              "(thresholds from confidence quantiles: per batch on torch, once per pool for ort).")
 @click.option("--pool", default=16, show_default=True, type=click.IntRange(min=1),
               help="Images in the input pool that timed iterations cycle through.")
 @click.option("--data", type=click.Path(exists=True, file_okay=False),

@@ -9,6 +9,7 @@ depend on the content. See ``docs/bench.md`` for the JSON this produces.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import tempfile
 import time
@@ -137,6 +138,18 @@ def schedule_thresholds(model, images: torch.Tensor, schedule: Sequence[float]) 
     return thresholds
 
 
+@contextlib.contextmanager
+def _thresholds(model, thresholds: Sequence[float] | None):
+    """``model`` with ``thresholds`` for the duration (unchanged when None)."""
+    saved = model.thresholds
+    if thresholds is not None:
+        model.thresholds = tuple(thresholds)
+    try:
+        yield model
+    finally:
+        model.thresholds = saved
+
+
 def interleave(variants: dict[str, Any], inputs: dict[str, list[Any]], *, warmup: int,
                iterations: int, duration: float | None,
                tick: Callable[[int], None] | None = None) -> dict[str, dict[str, list]]:
@@ -255,9 +268,6 @@ def run_benchmark(models: Sequence[tuple[str, Any]], options: BenchOptions, *,
             try:
                 if reasons[name]:
                     raise BackendUnavailable(reasons[name])
-                if options.keep_schedule and name != "torch":
-                    raise BackendUnavailable("--keep-schedule sets thresholds per batch; only the "
-                                             "torch backend takes thresholds at run time")
                 key = (id(model), height, width)
                 count = max(options.pool, 2 * batch)
                 if key not in pools or pools[key][0].shape[0] < count:
@@ -268,15 +278,18 @@ def run_benchmark(models: Sequence[tuple[str, Any]], options: BenchOptions, *,
                 n = images.shape[0]
                 batches = [images[(np.arange(batch) + j * batch) % n] for j in range(max(1, n // batch))]
                 backend = backends[name]
-                variants = {
-                    "dense": backend.variant(model, pruned=False, batch=batch, height=height,
-                                             width=width, device=options.device, fp16=options.fp16,
-                                             workdir=workdir),
-                    "pruned": backend.variant(model, pruned=True, batch=batch, height=height,
-                                              width=width, device=options.device, fp16=options.fp16,
-                                              workdir=workdir)}
+                fixed = None  # graphs (ONNX, TensorRT) bake thresholds in: one set for the pool
+                if options.keep_schedule and name != "torch":
+                    fixed = schedule_thresholds(model, images[:4], options.keep_schedule)
+                    result["scheduled_thresholds"] = [fixed]
+                with _thresholds(model, fixed):
+                    variants = {
+                        variant: backend.variant(model, pruned=variant == "pruned", batch=batch,
+                                                 height=height, width=width, device=options.device,
+                                                 fp16=options.fp16, workdir=workdir)
+                        for variant in ("dense", "pruned")}
                 schedules = [None] * len(batches)
-                if options.keep_schedule:
+                if options.keep_schedule and fixed is None:
                     # on the timed module (device, precision), so the schedule matches what runs
                     module = backend.module(model, options.device, options.fp16)
                     dtype = next(module.parameters()).dtype
