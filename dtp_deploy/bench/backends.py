@@ -183,9 +183,28 @@ class OrtBackend(Backend):
             return None
 
 
-# -- TensorRT ----------------------------------------------------------------------------------
+# -- TensorRT ------------------------------------------------------------------------------------
+class TrtVariant(Variant):
+    """An engine built from the plugin-flavour export. ``TrtEngine.infer`` is host to host, so the
+    time includes copying the images in and the outputs back (as a deployed app pays it)."""
+
+    def __init__(self, engine, input_name: str, dtype: np.dtype) -> None:
+        self.engine, self.input_name, self.dtype = engine, input_name, dtype
+
+    def place(self, images, thresholds=None):
+        if thresholds is not None:
+            raise BackendUnavailable("thresholds are baked into the engine")
+        return np.ascontiguousarray(images.numpy(), self.dtype)
+
+    def timed(self, placed):
+        t0 = time.perf_counter()
+        outputs = self.engine.infer({self.input_name: placed})
+        return (time.perf_counter() - t0) * 1e3, np.asarray(outputs["keep_counts"])
+
+
 class TrtBackend(Backend):
-    """TensorRT through :class:`dtp_deploy.trt.engine.TrtEngine`, once that module exists."""
+    """TensorRT: the plugin-flavour graph (dense: no dtp nodes) built into a static-shape engine
+    with the dtp plugin library, run by :class:`dtp_deploy.trt.engine.TrtEngine`."""
 
     name = "trt"
 
@@ -197,15 +216,29 @@ class TrtBackend(Backend):
         except ImportError as err:
             return f"tensorrt does not import ({err})"
         try:
-            engine = importlib.import_module("dtp_deploy.trt.engine")
-        except ImportError as err:
-            return f"dtp_deploy.trt.engine does not import ({err})"
-        if not hasattr(engine, "TrtEngine"):
-            return "dtp_deploy.trt.engine has no TrtEngine"
-        return "the TrtEngine adapter is not wired into dtp-bench yet"
+            plugins = importlib.import_module("dtp_deploy.trt.plugins")
+            plugins.find_plugin_library()
+        except Exception as err:  # the library is needed by every pruned engine
+            return f"no dtp plugin library: {err}"
+        return None
 
-    def variant(self, model, **kwargs):
-        raise BackendUnavailable(self.unavailable("cuda", False) or "not wired")
+    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir):
+        from exporters import export_onnx
+
+        from ..trt.build import build_engine
+        from ..trt.engine import TrtEngine
+
+        stem = Path(workdir) / f"{model.config.arch}-{'pruned' if pruned else 'dense'}-b{batch}-{height}x{width}-trt"
+        try:
+            export_onnx(model, stem.with_suffix(".onnx"), flavour="plugin", height=height,
+                        width=width, batch=batch, dense=not pruned, fp16=fp16,
+                        thresholds=list(model.thresholds), check=False, progress=False)
+            build_engine(stem.with_suffix(".onnx"), stem.with_suffix(".engine"))
+            engine = TrtEngine(stem.with_suffix(".engine"))
+        except Exception as err:
+            raise BackendUnavailable(f"TensorRT engine build failed: {type(err).__name__}: {err}") from err
+        name = engine.input_names[0]
+        return TrtVariant(engine, name, engine.dtypes[name])
 
     def version(self):
         try:
