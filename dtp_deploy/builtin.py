@@ -32,12 +32,17 @@ def load_builtin_model(name: str = DEFAULT_BUILTIN, **kwargs) -> TokenPruningSeg
     return load_model(builtin_checkpoint_path(name), **kwargs)
 
 
+def is_builtin_name(path: str | os.PathLike) -> bool:
+    """``path`` names a built-in model (and no file of that name exists)."""
+    return str(path) in BUILTIN_MODELS and not Path(path).exists()
+
+
 def open_model(path: str | os.PathLike | None = None, *, arch: str | None = None,
                thresholds: Sequence[float] | None = None, pruning: bool = True) -> TokenPruningSegmenter:
     """A checkpoint file, a built-in model name (``dovit-vit-t``), or the default built-in model
     when ``path`` is None: what every CLI accepts. An existing file wins over a built-in name."""
     from .checkpoint import load_model
 
-    if path is None or (str(path) in BUILTIN_MODELS and not Path(path).exists()):
+    if path is None or is_builtin_name(path):
         return load_builtin_model(str(path or DEFAULT_BUILTIN), thresholds=thresholds, pruning=pruning)
     return load_model(path, arch=arch, thresholds=thresholds, pruning=pruning)

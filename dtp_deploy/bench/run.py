@@ -333,12 +333,12 @@ def load_models(specs: Sequence[str], *, arch: str | None = None,
     ``random:<preset>`` (random weights, seeded; for speed only). No spec: the built-in model."""
     from pathlib import Path
 
-    from ..builtin import BUILTIN_MODELS, DEFAULT_BUILTIN, open_model
+    from ..builtin import DEFAULT_BUILTIN, is_builtin_name, open_model
     from ..models import build_model
 
     out = []
     for spec in specs or [None]:
-        if spec is None or (spec in BUILTIN_MODELS and not Path(spec).exists()):
+        if spec is None or is_builtin_name(spec):
             model, label = open_model(spec, thresholds=thresholds), f"built-in {spec or DEFAULT_BUILTIN}"
         elif spec.startswith("random:"):
             torch.manual_seed(seed)
