@@ -29,12 +29,7 @@ VARIANT_KEYS = {"iterations", "latency_ms", "latency_per_image_ms", "throughput_
                 "gmacs_per_image", "keep_counts_mean", "keep_ratios", "peak_cuda_memory_mb"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
