@@ -8,6 +8,19 @@ from torch.utils.flop_counter import FlopCounterMode
 from dtp_deploy.models import build_model
 
 
+def counted_and_analytic_macs(model, size):
+    """Run one random image; return its keep counts and the analytic MACs, after checking them
+    against torch's FLOP counter."""
+    images = torch.randn(1, 3, *size)
+    # The counter has no formula for the CPU flash-attention kernel: use the math backend,
+    # whose matmuls it does count.
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        _, counts = model(images)
+    macs = model.macs(counts[0].tolist(), (size[0] // 16, size[1] // 16))
+    assert counter.get_total_flops() == 2 * macs["total"]
+    return counts, macs
+
+
 @pytest.mark.parametrize("pruning,thresholds", [(False, (0.5, 0.5)), (True, (0.3, 0.6)), (True, (-1.0, -1.0))],
                          ids=["dense", "pruned", "everything-exits"])
 @pytest.mark.parametrize("arch,size", [("dtop-vit-t", (96, 128)), ("dtop-vit-s", (64, 64))])
@@ -19,13 +32,6 @@ def test_analytic_macs_match_flop_counter(arch, size, pruning, thresholds):
             head.class_embed.weight.mul_(20)
     model.set_thresholds(thresholds)
     model.pruning = pruning
-    images = torch.randn(1, 3, *size)
-    # The counter has no formula for the CPU flash-attention kernel: use the math backend,
-    # whose matmuls it does count.
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        _, counts = model(images)
-    grid = (size[0] // 16, size[1] // 16)
-    analytic = model.macs(counts[0].tolist(), grid)["total"]
-    assert counter.get_total_flops() == 2 * analytic
+    counts, macs = counted_and_analytic_macs(model, size)
     if pruning and thresholds[0] < 0:
         assert counts[0, 1] < counts[0, 0]
