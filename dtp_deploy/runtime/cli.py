@@ -1,7 +1,9 @@
 """``dtp-run``: segment images with an exported model (no torch).
 
 Exit codes: 0 every image segmented; 1 some images failed (or the first failure with
-``--strict``); 2 bad usage, or no images; 3 the model cannot be opened.
+``--strict``); 2 bad usage or input (options, no images, a missing or wrong model file, an
+output folder that cannot be written); 3 the model cannot run here (ONNX Runtime or
+TensorRT missing, no GPU).
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ from pathlib import Path
 
 import click
 
+from dtp_deploy.cli_common import CONTEXT, SIZE, console, fail, verbosity_options, version_option
+
 EXIT_OK, EXIT_IMAGE_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for <stem>_labels.png (class indices) and <stem>_overlay.png.")
 @click.option("--mode", type=click.Choice(["whole", "slide"]), default="whole", show_default=True,
               help="whole: one network input per image; slide: crop windows, scores averaged.")
-@click.option("--crop", type=int, default=None, help="Slide window size (default: the model's).")
-@click.option("--stride", type=int, default=None, help="Slide stride (default: 2/3 of the crop).")
+@click.option("--crop", type=SIZE, default=None,
+              help="Slide window S or HxW, e.g. 512x1024 (default: the model's).")
+@click.option("--stride", type=SIZE, default=None, help="Slide stride S or HxW (default: 2/3 of the crop).")
 @click.option("--bgr", is_flag=True, help="The files' pixel data is in BGR order.")
 @click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True,
               help="auto: by suffix (.onnx: ONNX Runtime; .engine/.plan: TensorRT).")
@@ -32,76 +37,120 @@ EXIT_OK, EXIT_IMAGE_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 @click.option("--no-overlay", is_flag=True, help="Write label PNGs only.")
 @click.option("--strict", is_flag=True, help="Stop at the first image that fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (per-image latency, keep ratios).")
-def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: int | None,
-         stride: int | None, bgr: bool, backend: str, device: str | None, plugin_lib: str | None,
-         no_overlay: bool, strict: bool, as_json: bool) -> None:
-    """Segment IMAGES (files or folders) with MODEL (.onnx or a TensorRT engine)."""
-    from rich.console import Console
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Overlay opacity of the class colours.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="ONNX Runtime intra-op threads (default: ONNX Runtime's).")
+@verbosity_options
+@version_option
+def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: tuple[int, int] | None,
+         stride: tuple[int, int] | None, bgr: bool, backend: str, device: str | None, plugin_lib: str | None,
+         no_overlay: bool, strict: bool, as_json: bool, alpha: float, threads: int | None,
+         quiet: bool, verbose: int) -> None:
+    """Segment IMAGES (files or folders) with MODEL (.onnx from dtp-export, or a TensorRT engine).
+
+    Writes <stem>_labels.png (a palette PNG: pixel values are class indices, viewers show the
+    class colours), <stem>_overlay.png and colour_key.csv (class of each colour) to OUTDIR.
+    Outputs are written atomically and never over an input; files an earlier run wrote into
+    OUTDIR are skipped when it is also an input folder. An image that fails is reported and
+    skipped; the others go on.
+
+    \b
+    Examples:
+      dtp-run dtop-vit-t.onnx street.png -o out/
+      dtp-run model.onnx images/ -o out/ --mode slide --crop 512x1024 --json
+      dtp-run model.engine images/ -o out/ --device cuda --no-overlay
+
+    \b
+    Exit codes: 0 all segmented; 1 some images failed; 2 bad usage or input (options, no images,
+    a missing or wrong model file, an unwritable output folder); 3 the model cannot run here
+    (ONNX Runtime or TensorRT missing, no GPU).
+    """
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from dtp_deploy.safe_io import OutputError, check_output_folder
+
     from .backends import RuntimeSetupError
-    from .files import ImageError, find_images, segment_files
+    from .files import ImageError, find_images, segment_files, skip_own_outputs
     from .segmenter import Segmenter
 
-    err = Console(stderr=True, soft_wrap=True)
+    err = console(stderr=True)
+
+    def say(markup: str, text: str) -> None:  # user strings (file names) never as markup
+        if not quiet:
+            err.print(f"{markup} {escape(text)}")
+
     try:
         paths = find_images(images)
-    except ImageError as error:
-        err.print(f"[red]error:[/red] {error}")
-        sys.exit(EXIT_USAGE)
+        check_output_folder(outdir, what="-o/--outdir")
+    except (ImageError, OutputError) as error:
+        fail(str(error), EXIT_USAGE)
+    paths, own = skip_own_outputs(paths, outdir)
+    if own:
+        say("[dim]note:[/dim]", f"skipped {len(own)} file(s) in {outdir} that dtp-run wrote "
+                                f"(e.g. {own[0].name}): the output folder is also an input folder")
+    if not paths:
+        fail(f"no images left to segment in {', '.join(map(str, images))} (only earlier outputs)",
+             EXIT_USAGE)
     try:
-        seg = Segmenter.open(model, backend=backend, device=device, plugin_lib=plugin_lib)
-    except (RuntimeSetupError, FileNotFoundError, ValueError) as error:
-        err.print(f"[red]error:[/red] cannot open the model: {error}")
-        sys.exit(EXIT_MODEL)
+        seg = Segmenter.open(model, backend=backend, device=device, plugin_lib=plugin_lib, threads=threads)
+    except RuntimeSetupError as error:
+        fail(f"cannot run the model: {error}", EXIT_MODEL)
+    except (FileNotFoundError, IsADirectoryError, ValueError) as error:
+        fail(f"cannot open the model: {error}", EXIT_USAGE)
     if mode == "slide":
         try:  # refuse a bad crop or stride once, not once per image
-            size = crop or seg.default_crop()[0]
-            seg.plan(size, size, mode=mode, crop=crop, stride=stride)
+            size = crop or seg.default_crop()
+            seg.plan(size[0], size[1], mode=mode, crop=crop, stride=stride)
         except ValueError as error:
-            err.print(f"[red]error:[/red] {error}")
-            sys.exit(EXIT_USAGE)
+            fail(str(error), EXIT_USAGE)
     elif crop is not None or stride is not None:
-        err.print("[red]error:[/red] --crop and --stride apply to --mode slide only")
-        sys.exit(EXIT_USAGE)
+        fail("--crop and --stride apply to --mode slide only", EXIT_USAGE)
 
     results = []
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, transient=True, disable=not err.is_terminal)
+                        console=err, transient=True, disable=quiet or not err.is_terminal)
     with progress:
         task = progress.add_task("segmenting", total=len(paths))
         for result in segment_files(seg, paths, outdir, color="bgr" if bgr else "rgb", mode=mode, crop=crop,
-                                    stride=stride, overlays=not no_overlay):
+                                    stride=stride, overlays=not no_overlay, alpha=alpha):
             results.append(result)
             progress.advance(task)
             if not result.ok:
-                err.print(f"[yellow]skipped[/yellow] {result.error}")
+                err.print(f"[yellow]skipped[/yellow] {escape(result.error or '')}")
                 if strict:
                     break
             elif result.converted_from:
-                err.print(f"[dim]{result.path}: converted from {result.converted_from} to RGB[/dim]")
+                say("[dim]note:[/dim]", f"{result.path}: converted from {result.converted_from} to RGB")
 
     failed = sum(not r.ok for r in results)
     done = [r for r in results if r.ok]
+    not_run = len(paths) - len(results)
     if as_json:
         latencies = sorted(r.latency_ms for r in done if r.latency_ms is not None)
         summary = {
             "model": str(model), "arch": seg.metadata.arch, "flavour": seg.metadata.flavour,
             "backend": seg.backend.name, "device": seg.backend.device, "mode": mode,
             "classes": list(seg.class_names), "images": [r.to_dict() for r in results],
-            "segmented": len(done), "failed": failed, "not_run": len(paths) - len(results),
+            "segmented": len(done), "failed": failed, "not_run": not_run,
+            "skipped_own_outputs": [str(p) for p in own],
             "median_latency_ms": latencies[len(latencies) // 2] if latencies else None,
         }
         click.echo(json.dumps(summary, indent=2))
     else:
-        out = Console(soft_wrap=True)
-        for r in done:
-            ratio = " ".join(f"{x:.2f}" for x in r.keep_ratio)
-            out.print(f"{r.path}  {r.width}x{r.height}  {r.latency_ms:.1f} ms  keep {ratio}  -> {r.labels_png}")
-        out.print(f"{len(done)} segmented, {failed} failed" + (f", {len(paths) - len(results)} not run"
-                                                                if len(results) < len(paths) else ""))
+        out = console()
+        if not quiet:
+            for r in done:
+                ratio = " ".join(f"{x:.2f}" for x in r.keep_ratio)
+                out.print(f"{r.path}  {r.width}x{r.height}  {r.latency_ms:.1f} ms  keep {ratio}  -> "
+                          f"{r.labels_png}", markup=False, highlight=False)
+        out.print(f"{len(done)} segmented, {failed} failed" + (f", {not_run} not run" if not_run else ""),
+                  markup=False, highlight=False)
+        for r in results:
+            if not r.ok:
+                out.print(f"failed: {r.error}", markup=False, highlight=False)
     sys.exit(EXIT_IMAGE_FAILED if failed else EXIT_OK)
-
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,35 @@ from .backends import OrtBackend, RuntimeSetupError, TrtBackend, resolve_backend
 from .processing import MODES, Plan
 
 COLORS = ("rgb", "bgr")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
+#: Tokens of one network input above which whole-mode inference on a dynamic-shape graph is
+#: refused: one N x N float32 attention matrix alone would take more than 4 GiB.
+MAX_WINDOW_TOKENS = 32768
+
+
+def check_metadata(meta: ModelMetadata, source: str, classes: int | None = None) -> None:
+    """Refuse metadata that would fail later, image after image; the error names the key."""
+    def bad(key: str, value, why: str) -> ValueError:
+        return ValueError(f"{source}: metadata dtp.{key} = {value!r} {why}; re-export the model "
+                          "with dtp-export")
+
+    if not isinstance(meta.patch_size, int) or meta.patch_size < 1:
+        raise bad("patch_size", meta.patch_size, "is not a positive integer")
+    for key in ("mean", "std"):
+        value = getattr(meta, key)
+        if len(value) != 3 or not all(isinstance(v, int | float) for v in value):
+            raise bad(key, value, "is not three numbers (R, G, B)")
+    if not all(v > 0 for v in meta.std):
+        raise bad("std", meta.std, "has a value that is not positive")
+    if not meta.class_names:
+        raise bad("class_names", meta.class_names, "is empty")
+    if classes is not None and classes != len(meta.class_names):
+        raise bad("class_names", f"{len(meta.class_names)} names", f"but the graph scores {classes} classes")
+    for key in ("input_size", "trained_size"):
+        value = getattr(meta, key)
+        if value is not None and (len(value) != 2 or any(not isinstance(v, int) or v < meta.patch_size
+                                                         or v % meta.patch_size for v in value)):
+            raise bad(key, value, f"is not two multiples of the patch size {meta.patch_size}")
 
 
 @dataclass
@@ -100,14 +129,20 @@ class Segmenter:
             max_batch: windows per inference call when the graph's batch is dynamic.
         """
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"model {path} is a directory; give the .onnx or .engine file in it")
         if not path.is_file():
             raise FileNotFoundError(f"model {path} does not exist")
+        if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+            raise ValueError(f"{path} is a PyTorch checkpoint: export it first (dtp-export {path} "
+                             f"--flavour portable), then open {path.with_suffix('.onnx')}")
         kind = resolve_backend(path, backend)
         if kind == "ort":
             runner: OrtBackend | TrtBackend = OrtBackend(path, device or "cpu", threads=threads)
         else:
             runner = TrtBackend(path, device or "cuda", plugin_lib=plugin_lib, metadata_path=metadata)
         meta = ModelMetadata.from_props(runner.props, str(path))
+        check_metadata(meta, str(path), classes=_graph_classes(runner))
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch} must be at least 1")
         return cls(runner, meta, path, max_batch=max_batch)
@@ -132,9 +167,15 @@ class Segmenter:
             raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         if mode == "whole" and (crop is not None or stride is not None):
             raise ValueError("crop and stride apply to mode='slide' only")
-        return processing.make_plan(
+        plan = processing.make_plan(
             height, width, mode=mode, patch=self.metadata.patch_size, input_size=self.input_size,
             crop=_pair(crop) or self.default_crop(), stride=_pair(stride))
+        if plan.tokens_per_window > MAX_WINDOW_TOKENS:
+            gib = plan.tokens_per_window ** 2 * 4 / 2**30
+            raise ValueError(f"a {height}x{width} image is {plan.tokens_per_window} tokens in one "
+                             f"network input (one attention matrix alone: {gib:.0f} GiB); use "
+                             "mode='slide' (--mode slide), or downscale the image")
+        return plan
 
     # -- inference ----------------------------------------------------------------------------
     def predict(self, image: np.ndarray, *, color: str = "rgb", mode: str = "whole",
@@ -221,6 +262,15 @@ class Segmenter:
         return (f"Segmenter({str(self.path)!r}, arch={self.metadata.arch}, flavour={self.metadata.flavour}, "
                 f"backend={self.backend.name}, device={self.backend.device}, input={size}, "
                 f"classes={len(self.class_names)})")
+
+
+def _graph_classes(runner: OrtBackend | TrtBackend) -> int | None:
+    """K of the graph's ``scores`` output when ONNX Runtime says it (None: unknown)."""
+    session = getattr(runner, "session", None)
+    for output in session.get_outputs() if session is not None else ():
+        if output.name == "scores" and len(output.shape) == 4 and isinstance(output.shape[1], int):
+            return output.shape[1]
+    return None
 
 
 def _pair(value: int | Sequence[int] | None) -> tuple[int, int] | None:

@@ -1,0 +1,153 @@
+"""What every ``dtp-*`` command shares: errors, exit codes, option types, ``--version``,
+``--quiet``/``--verbose``. Imports neither torch nor onnx, so ``--help`` works on the lean
+``dtp-deploy[ort]`` install.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_CODES = ("Exit codes: 0 ok; 1 {failed}; 2 bad usage or input (options, files, a missing "
+              "package){more}.")
+
+
+def exit_codes(failed: str, more: str = "") -> str:
+    """The ``Exit codes:`` line of a command's help (one line, click's ``\\b`` keeps it whole)."""
+    return EXIT_CODES.format(failed=failed, more=f"; {more}" if more else "")
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` for a person (no markup: names print as they are) and exit."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def require_torch(command: str) -> None:
+    """Exit 2 with the install hint when PyTorch (and the exporter's packages) are missing."""
+    missing = [name for name in ("torch", "onnx") if not _importable(name)]
+    if missing:
+        fail(f"{command} needs {' and '.join(missing)}, which this install lacks: "
+             "pip install 'dtp-deploy[torch]'")
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+# -- option types ---------------------------------------------------------------------------------
+class Threshold(click.ParamType):
+    """An exit threshold: a number in (0, 1] (1: no token exits). NaN is refused."""
+
+    name = "THRESHOLD"
+
+    def convert(self, value: Any, param, ctx) -> float:
+        if isinstance(value, float):
+            number = value
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number; use a threshold in (0, 1], e.g. 0.9", param, ctx)
+        if math.isnan(number) or not 0.0 < number <= 1.0:
+            self.fail(f"{value} is outside (0, 1]; a threshold is a confidence, e.g. 0.9 "
+                      "(1: no token exits)", param, ctx)
+        return number
+
+
+class ThresholdList(click.ParamType):
+    """Comma-separated thresholds, each in (0, 1]: ``0.9,0.8,0.7``."""
+
+    name = "T1,T2,..."
+
+    def convert(self, value: Any, param, ctx) -> list[float]:
+        if isinstance(value, list):
+            return value
+        items = [v.strip() for v in str(value).split(",")]
+        return [THRESHOLD.convert(v, param, ctx) for v in items]
+
+
+class Size(click.ParamType):
+    """``S`` or ``HxW`` (height x width), positive integers: ``512`` or ``512x1024``."""
+
+    name = "S|HxW"
+
+    def convert(self, value: Any, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            parts = [int(v) for v in str(value).lower().split("x")]
+        except ValueError:
+            parts = []
+        if len(parts) == 1:
+            parts *= 2
+        if len(parts) != 2 or min(parts) <= 0:
+            self.fail(f"{value!r}: use S or HxW (height x width), e.g. 512 or 512x1024", param, ctx)
+        return parts[0], parts[1]
+
+
+THRESHOLD, THRESHOLDS, SIZE = Threshold(), ThresholdList(), Size()
+
+
+def check_arch(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--arch``: one of the presets (checked when the command runs; the list needs torch)."""
+    if value is None or "--help" in sys.argv or "-h" in sys.argv:
+        return value
+    try:
+        from .models import PRESETS
+    except ImportError:
+        return value  # the command itself reports the missing package
+    if value not in PRESETS:
+        raise click.BadParameter(f"{value!r} is not a preset; use one of {', '.join(sorted(PRESETS))}",
+                                 ctx=ctx, param=param)
+    return value
+
+
+# -- shared options -------------------------------------------------------------------------------
+def version_option(f: Callable) -> Callable:
+    return click.version_option(__version__, "--version", package_name="dtp-deploy",
+                                message="%(prog)s (dtp-deploy) %(version)s")(f)
+
+
+def _log_level(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value:
+        if param.name == "quiet":
+            level = logging.ERROR
+        else:
+            level = logging.INFO if value == 1 else logging.DEBUG
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    return value
+
+
+def verbosity_options(f: Callable) -> Callable:
+    """``-q/--quiet`` (errors only: no progress, no notes) and ``-v/--verbose`` (log what
+    happens; ``-vv`` debug). The command receives ``quiet`` (bool) and ``verbose`` (count)."""
+    f = click.option("-v", "--verbose", count=True, callback=_log_level,
+                     help="Log what happens (-vv: debug).")(f)
+    f = click.option("-q", "--quiet", is_flag=True, callback=_log_level,
+                     help="Errors only: no progress bar, notes or table.")(f)
+    return f
+
+
+def console(stderr: bool = False):
+    """A rich console that does not cut tables at 80 columns when the output is piped."""
+    from rich.console import Console
+
+    out = Console(stderr=stderr, soft_wrap=True)
+    if not out.is_terminal:
+        out = Console(stderr=stderr, soft_wrap=True, width=max(out.width, 200))
+    return out
