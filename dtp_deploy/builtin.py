@@ -44,5 +44,7 @@ def open_model(path: str | os.PathLike | None = None, *, arch: str | None = None
     from .checkpoint import load_model
 
     if path is None or is_builtin_name(path):
-        return load_builtin_model(str(path or DEFAULT_BUILTIN), thresholds=thresholds, pruning=pruning)
+        # arch is checked against the built-in model's own (a wrong one is an error, not ignored)
+        return load_builtin_model(str(path or DEFAULT_BUILTIN), arch=arch, thresholds=thresholds,
+                                  pruning=pruning)
     return load_model(path, arch=arch, thresholds=thresholds, pruning=pruning)

@@ -4,41 +4,73 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 
 import click
 
-from .checkpoint import CheckpointError
+from .cli_common import (
+    CONTEXT,
+    THRESHOLD,
+    check_arch,
+    fail,
+    require_torch,
+    verbosity_options,
+    version_option,
+)
 
 
-def fail(message: str, code: int = 2) -> None:
-    """Print an error for a person and exit with ``code`` (2: bad input)."""
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
-@click.option("--arch", help="Preset name, for official checkpoints whose shapes are ambiguous.")
-@click.option("--height", type=int, help="Input height (multiple of 16); default: the trained size.")
-@click.option("--width", type=int, help="Input width (multiple of 16); default: the trained size.")
-@click.option("--threshold", "thresholds", multiple=True, type=float,
-              help="Exit threshold of an auxiliary stage; repeat once per stage.")
-@click.option("--scenes", default=8, show_default=True,
+@click.option("--arch", callback=check_arch,
+              help="Preset name, for official checkpoints whose shapes are ambiguous.")
+@click.option("--height", type=click.IntRange(min=1),
+              help="Input height (multiple of 16); default: the trained size.")
+@click.option("--width", type=click.IntRange(min=1),
+              help="Input width (multiple of 16); default: the trained size.")
+@click.option("--threshold", "thresholds", multiple=True, type=THRESHOLD,
+              help="Exit threshold of an auxiliary stage, in (0, 1]; repeat once per stage.")
+@click.option("--scenes", default=8, show_default=True, type=click.IntRange(min=0),
               help="Synthetic scenes to measure keep ratios on (0: skip the measurement).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def info(model, arch, height, width, thresholds, scenes, as_json):
-    """Show a model's stages, parameter count and analytic GMACs, dense and pruned.
+@verbosity_options
+@version_option
+def info(model, arch, height, width, thresholds, scenes, as_json, quiet, verbose):
+    """Show a model's stages, parameter count and analytic GMACs, dense and pruned; for an
+    exported model (.onnx, or an engine with its .json sidecar), what it was exported with.
 
     MODEL is a checkpoint (dtp-deploy format, official DToP/DoViT mmseg, or a bare state
-    dict) or a built-in name (dtop-vit-t, dovit-vit-t); without it, the built-in dtop-vit-t. Keep ratios are measured on synthetic scenes, so
-    they are representative only for models trained on them (such as the built-in model).
+    dict), a built-in name (dtop-vit-t, dovit-vit-t) or an exported model; without it, the
+    built-in dtop-vit-t. Keep ratios are measured on synthetic scenes, so they are
+    representative only for models trained on them (such as the built-in model). An exported
+    model shows its classes, mean/std, patch, input, flavour and thresholds (what the C++
+    runtime's Options need); that needs no PyTorch.
 
     \b
     Examples:
       dtp-info
       dtp-info dtop_vit_b_ade20k.pth --arch dtop-vit-b --height 512 --width 512 --json
+      dtp-info dtop-vit-t.onnx
+
+    \b
+    Exit codes: 0 ok; 2 bad usage or input (options, a missing or unreadable model, PyTorch
+    missing for a checkpoint).
     """
+    from .exported_info import exported_model_info, is_exported_model, print_exported_info
+
+    if is_exported_model(model):
+        if arch or height or width or thresholds:
+            fail("--arch, --height, --width and --threshold apply to checkpoints; an exported "
+                 "model's are fixed (re-export it to change them)")
+        try:
+            exported = exported_model_info(model)
+        except (ValueError, FileNotFoundError) as err:
+            fail(str(err))
+        if as_json:
+            click.echo(json.dumps(exported, indent=2))
+        else:
+            print_exported_info(exported)
+        return
+    require_torch("dtp-info")
+    from .checkpoint import CheckpointError
     from .report import model_summary, print_summary
 
     try:
@@ -74,8 +106,8 @@ class _LazyGroup(click.Group):
         return getattr(importlib.import_module(module), attr)
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="dtp-deploy")
+@click.group(cls=_LazyGroup, context_settings=CONTEXT)
+@version_option
 def main():
     """dtp-deploy: export, build, run and benchmark token-pruning ViT segmenters.
 
@@ -83,8 +115,13 @@ def main():
 
     \b
     Typical flow:
-      dtp export model.pth                 # ONNX with TokenSplit/TokenReconstruct nodes
-      dtp build model.onnx -o model.engine # TensorRT engine with the dtp plugins (GPU)
+      dtp export model.pth                 # portable ONNX (standard ops), for dtp run
+      dtp export model.pth --flavour plugin -o trt.onnx  # dtp ops for the TensorRT plugins
+      dtp build trt.onnx -o model.engine   # TensorRT engine with the dtp plugins (GPU)
       dtp run model.onnx images/ -o out/   # label PNGs from the lean runtime
       dtp bench model.pth                  # dense vs pruned, side by side
+
+    \b
+    Exit codes (every command): 0 ok; 1 the work failed (some inputs, a check, a build);
+    2 bad usage or input (options, files, a missing package); 3 and up: see the command's help.
     """

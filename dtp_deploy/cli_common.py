@@ -143,11 +143,12 @@ def verbosity_options(f: Callable) -> Callable:
     return f
 
 
-def console(stderr: bool = False):
-    """A rich console that does not cut tables at 80 columns when the output is piped."""
+def console(stderr: bool = False, **kwargs: Any):
+    """A rich console that does not cut tables at 80 columns when the output is piped.
+    ``markup=False`` for output made of user strings (file names, class names)."""
     from rich.console import Console
 
-    out = Console(stderr=stderr, soft_wrap=True)
+    out = Console(stderr=stderr, soft_wrap=True, **kwargs)
     if not out.is_terminal:
-        out = Console(stderr=stderr, soft_wrap=True, width=max(out.width, 200))
+        out = Console(stderr=stderr, soft_wrap=True, width=max(out.width, 200), **kwargs)
     return out

@@ -66,15 +66,19 @@ def check_output_folder(path: str | os.PathLike, *, what: str = "output folder")
     return folder
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *,
+                 keep_suffix: bool = False) -> Path:
     """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it to ``path``.
 
     The rename replaces whatever ``path`` is (a file or a symbolic link: the link itself is
     replaced, the file it points to is left alone). On any error, including
     ``KeyboardInterrupt``, the temporary file is removed and ``path`` is unchanged.
+    ``keep_suffix``: the temporary file ends like ``path`` (for writers that pick the format
+    from the name, such as matplotlib's ``savefig``).
     """
     target = Path(path)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    suffix = f".tmp{target.suffix}" if keep_suffix else ".tmp"
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(handle)
     tmp = Path(name)
     try:

@@ -39,14 +39,12 @@ from dtp_deploy import __version__
 from dtp_deploy.metadata import PREFIX, ModelMetadata
 
 from .lowering import PORTABLE_MIN_OPSET, translation_table
+from .options import DEFAULT_OPSET, FLAVOURS, POSTPROCESS
 from .ort_dtp_domain import pyops_available
 from .schemas import DTP_DOMAIN, register_dtp_schemas
 
-FLAVOURS = ("plugin", "portable")
-POSTPROCESS = ("none", "argmax")
 # torch's exporter emits opset 18 and newer; 23 is the newest its translations are tested at.
 SUPPORTED_OPSETS = tuple(range(PORTABLE_MIN_OPSET, 24))
-DEFAULT_OPSET = 18  # what TensorRT 10/11 and ONNX Runtime >= 1.14 all read
 #: ``metadata_props`` key of every metadata field (values are JSON).
 METADATA_KEYS: dict[str, str] = {f.name: PREFIX + f.name for f in fields(ModelMetadata)}
 #: Largest |ONNX Runtime - PyTorch fp32| of ``scores`` accepted by the export check, per precision.
@@ -329,6 +327,10 @@ def export_onnx(
                     report.max_abs_diff, report.keep_counts = diff, counts
                     report.keep_counts_match = match
                 tolerance = CHECK_TOLERANCE[meta.precision]
+                if report.max_abs_diff is not None and not np.isfinite(report.max_abs_diff):
+                    raise ExportCheckError(
+                        f"the {flavour} graph or PyTorch gives non-finite scores (NaN or inf) on "
+                        "the check batch: are the checkpoint's weights finite? Nothing written")
                 if report.keep_counts_match and not report.max_abs_diff <= tolerance:
                     raise ExportCheckError(
                         f"ONNX Runtime and PyTorch differ by {report.max_abs_diff:.3g} (> "

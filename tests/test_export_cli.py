@@ -63,7 +63,7 @@ def test_defaults_write_next_to_the_checkpoint(checkpoint, calls):
     (_, path, kwargs), = calls
     assert path == checkpoint.with_suffix(".onnx")
     assert (kwargs["flavour"], kwargs["check"], kwargs["thresholds"], kwargs["height"]) == \
-        ("plugin", True, None, None)
+        ("portable", True, None, None)
 
 
 def test_without_a_model_exports_the_builtin_one(calls, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """``dtp-bench`` and ``dtp-calibrate``: parse options, call :mod:`dtp_deploy.bench`, report.
 
-Exit codes: 0 success; 2 bad input (options, files, models); 3 ``dtp-bench`` ran but a
+Exit codes: 0 success; 2 bad input (options, files, models, output locations, a missing
+package); 3 ``dtp-bench`` ran but a
 backend named with ``--backend`` could not run here (the report says why); 1 ``dtp-calibrate``
 could not reach ``--target-gmacs`` within ``--max-miou-drop`` (nothing written).
 """
@@ -13,9 +14,20 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import CheckpointError
+from ..cli_common import (
+    CONTEXT,
+    SIZE,
+    THRESHOLD,
+    THRESHOLDS,
+    check_arch,
+    fail,
+    require_torch,
+    verbosity_options,
+    version_option,
+)
+from ..cli_common import console as wide_console
 
-_CTX = {"help_option_names": ["-h", "--help"]}
+_CTX = CONTEXT
 
 
 class _RecordingCommand(click.Command):
@@ -33,22 +45,27 @@ def _command_line() -> str:
     return " ".join([ctx.info_name or "dtp-bench", *map(shlex.quote, ctx.meta.get("dtp_bench.argv", []))])
 
 
-def fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
 def parse_size(text: str) -> tuple[int, int]:
     """``"512"`` or ``"512x1024"`` (height x width)."""
+    return SIZE.convert(text, None, None)
+
+
+def _check_outputs(files: dict[str, str | None], inputs) -> None:
+    """Refuse unwritable outputs (and outputs that are inputs) before any work starts."""
+    from ..safe_io import OutputError, check_output
+
     try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) <= 0:
-        raise click.BadParameter(f"{text!r}: use S or HxW, e.g. 512 or 512x1024")
-    return parts[0], parts[1]
+        for option, path in files.items():
+            if path and path != "-":
+                check_output(path, inputs, what=option)
+    except OutputError as err:
+        fail(str(err))
+
+
+def _write(path: str, text: str) -> None:
+    from ..safe_io import write_text
+
+    write_text(path, text)
 
 
 def parse_floats(text: str | None, what: str) -> list[float] | None:
@@ -70,7 +87,8 @@ def _eval_data(model, data, data_limit, scenes, size):
 
 @click.command(cls=_RecordingCommand, context_settings=_CTX)
 @click.argument("models", nargs=-1)
-@click.option("--arch", help="Preset name, for official checkpoints whose shapes are ambiguous.")
+@click.option("--arch", callback=check_arch,
+              help="Preset name, for official checkpoints whose shapes are ambiguous.")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(["torch", "ort", "trt", "all"]),
               help="Backend to time; repeat for several. Default: every one that can run here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -81,8 +99,8 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--duration", type=click.FloatRange(min=0), help="Seconds of timed iterations per configuration instead.")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
 @click.option("--fp16", is_flag=True, help="Half precision (needs --device cuda).")
-@click.option("--threshold", "thresholds", multiple=True, type=float,
-              help="Exit threshold of an auxiliary stage; repeat once per stage.")
+@click.option("--threshold", "thresholds", multiple=True, type=THRESHOLD,
+              help="Exit threshold of an auxiliary stage, in (0, 1]; repeat once per stage.")
 @click.option("--keep-schedule", help="Force keep ratios per auxiliary stage, e.g. 0.7,0.5 "
               "(thresholds from confidence quantiles: per batch on torch, once per pool for ort).")
 @click.option("--pool", default=16, show_default=True, type=click.IntRange(min=1),
@@ -95,17 +113,19 @@ def _eval_data(model, data, data_limit, scenes, size):
               help="Synthetic scenes for accuracy without --data (0: skip accuracy).")
 @click.option("--sweep", "do_sweep", is_flag=True, help="Also sweep thresholds: mIoU vs GMACs.")
 @click.option("--per-stage", is_flag=True, help="With --sweep: also vary one stage at a time.")
-@click.option("--sweep-grid", help="Thresholds to sweep, comma-separated (default: 1 ... 0.4).")
+@click.option("--sweep-grid", type=THRESHOLDS,
+              help="Thresholds to sweep, comma-separated, each in (0, 1] (default: 1 ... 0.4).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch intra-op threads.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the input pool and random weights.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
               help="Write Markdown tables ('-' prints them).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG figure.")
-@click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+@verbosity_options
+@version_option
 def main(models, arch, backends, device, batches, sizes, iterations, duration, warmup, fp16,
          thresholds, keep_schedule, pool, data, data_limit, scenes, do_sweep, per_stage,
-         sweep_grid, threads, seed, json_path, markdown_path, plot_path, quiet):
+         sweep_grid, threads, seed, json_path, markdown_path, plot_path, quiet, verbose):
     """Time dense vs pruned (same weights, interleaved) on every backend; measure accuracy.
 
     MODEL is a checkpoint, a built-in name (dtop-vit-t) or random:<preset> (random weights,
@@ -117,10 +137,23 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
       dtp-bench --backend torch --batch 1 --batch 8 --size 384 --json bench.json --plot bench.png
       dtp-bench ckpt.pth --data ADEChallengeData2016 --sweep --per-stage --plot sweep.png
       dtp-bench random:dtop-vit-b --device cuda --fp16 --size 512 --keep-schedule 0.7,0.5 --scenes 0
+
+    \b
+    Exit codes: 0 ok; 2 bad usage or input (options, files, models, an output location that
+    cannot be written, PyTorch missing); 3 a backend named with --backend could not run here.
     """
+    require_torch("dtp-bench")
+    _check_outputs({"--json": json_path, "--markdown": markdown_path, "--plot": plot_path},
+                   [m for m in models if Path(m).is_file()])
+    if plot_path:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            fail("--plot needs matplotlib: pip install 'dtp-deploy[plot]'")
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..checkpoint import CheckpointError
     from . import (
         BenchOptions,
         evaluate_accuracy,
@@ -137,7 +170,7 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
     try:
         size_list = [parse_size(s) for s in sizes] or [None]
         schedule = parse_floats(keep_schedule, "--keep-schedule")
-        grid = parse_floats(sweep_grid, "--sweep-grid")
+        grid = sweep_grid
     except click.BadParameter as err:
         fail(err.message)
     names = None if not backends or "all" in backends else list(dict.fromkeys(backends))
@@ -185,24 +218,27 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
         fail(str(err))
 
     if not quiet:
-        print_report(report, Console())
+        print_report(report, wide_console())
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        _write(json_path, json.dumps(report, indent=2) + "\n")
     if markdown_path:
         text = to_markdown(report)
         if markdown_path == "-":
             click.echo(text)
         else:
-            Path(markdown_path).write_text(text)
+            _write(markdown_path, text)
     if plot_path:
-        plot_report(report, plot_path)
+        from ..safe_io import atomic_write
+
+        atomic_write(plot_path, lambda tmp: plot_report(report, str(tmp)), keep_suffix=True)
     if names and any(r["status"] != "ok" for r in report["results"]):
         sys.exit(3)
 
 
 @click.command(context_settings=_CTX)
 @click.argument("model", required=False)
-@click.option("--arch", help="Preset name, for official checkpoints whose shapes are ambiguous.")
+@click.option("--arch", callback=check_arch,
+              help="Preset name, for official checkpoints whose shapes are ambiguous.")
 @click.option("--target-gmacs", type=click.FloatRange(min=0), help="GMACs per image to reach (at most).")
 @click.option("--max-miou-drop", type=click.FloatRange(min=0),
               help="Largest allowed mIoU drop from dense, as a fraction (0.005 = half a point).")
@@ -212,12 +248,15 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
 @click.option("--scenes", default=32, show_default=True, type=click.IntRange(min=1),
               help="Synthetic scenes to calibrate on without --data.")
 @click.option("--size", help="Input size S or HxW (default: the trained size).")
-@click.option("--grid", help="Candidate thresholds, comma-separated (default: 1 ... 0.5).")
+@click.option("--grid", type=THRESHOLDS,
+              help="Candidate thresholds, comma-separated, each in (0, 1] (default: 1 ... 0.5).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (a copy of MODEL with the chosen thresholds).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the search as JSON.")
+@verbosity_options
+@version_option
 def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, grid,
-              output, json_path):
+              output, json_path, quiet, verbose):
     """Choose per-stage exit thresholds on a calibration set and save them into a copy of MODEL.
 
     Greedy: from "nothing exits" (1.0 everywhere), repeatedly lower the one stage's threshold
@@ -229,17 +268,25 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
     Examples:
       dtp-calibrate --target-gmacs 0.35 -o builtin-0.35.pth
       dtp-calibrate ckpt.pth --data ADEChallengeData2016 --max-miou-drop 0.005 -o ckpt-cal.pth
+
+    \b
+    Exit codes: 0 written; 1 --target-gmacs not reached within --max-miou-drop (nothing
+    written); 2 bad usage or input (options, files, an output that is MODEL or cannot be
+    written, PyTorch missing).
     """
+    require_torch("dtp-calibrate")
+    _check_outputs({"-o/--output": output, "--json": json_path},
+                   [model] if model and Path(model).is_file() else [])
     from rich.console import Console
 
-    from ..checkpoint import save_model
+    from ..checkpoint import CheckpointError, save_model
     from . import calibrate as run_calibration
     from . import load_models
 
     if target_gmacs is None and max_miou_drop is None:
         fail("give --target-gmacs, --max-miou-drop or both")
     try:
-        candidates = parse_floats(grid, "--grid")
+        candidates = grid
         hw = parse_size(size) if size else None
     except click.BadParameter as err:
         fail(err.message)
@@ -252,12 +299,12 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
             result = run_calibration(net, dataset, hw, target_gmacs=target_gmacs,
                                      max_miou_drop=max_miou_drop,
                                      **({"grid": candidates} if candidates else {}),
-                                     progress=lambda line: (status.update(line), console.print(line)))
+                                     progress=lambda line: (status.update(line), quiet or console.print(line, markup=False)))
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     result["model"] = label
     if json_path:
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+        _write(json_path, json.dumps(result, indent=2) + "\n")
     summary = (f"thresholds {', '.join(f'{t:g}' for t in result['thresholds'])}: "
                f"{result['gmacs_per_image']:.3f} GMACs/image ({result['gmacs_ratio']:.1%} of dense "
                f"{result['dense']['gmacs_per_image']:.3f}), mIoU {result['miou']:.2%} "

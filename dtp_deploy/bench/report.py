@@ -78,6 +78,7 @@ SWEEP_HEADER = ["mode", "thresholds", "keep per stage", "GMACs/img", "of dense",
 def print_report(report: dict[str, Any], console=None) -> None:
     """Side-by-side tables for a person."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -88,9 +89,9 @@ def print_report(report: dict[str, Any], console=None) -> None:
     console.print("dense vs pruned from the same weights, interleaved; latency in ms per batch "
                   "(median / p90 / p99); GMACs = analytic multiply-adds per image")
     for r in report["results"]:
-        title = f"{r['model']} | {r['backend']} {r['precision']} | batch {r['batch']} | {_size(r)}"
+        title = escape(f"{r['model']}") + f" | {r['backend']} {r['precision']} | batch {r['batch']} | {_size(r)}"
         if r["status"] != "ok":
-            console.print(f"[bold]{title}[/]: [yellow]{r['status']}: {r['reason']}[/]")
+            console.print(f"[bold]{title}[/]: [yellow]{r['status']}: {escape(r['reason'])}[/]")
             continue
         table = Table("", "median", "p90", "p99", "ms/img", "img/s", "GMACs/img", "keep/stage",
                       title=title, title_justify="left", title_style="bold")
@@ -105,7 +106,7 @@ def print_report(report: dict[str, Any], console=None) -> None:
         console.print(table)
     for a in report.get("accuracy", []):
         acc = Table("", "mIoU", "pixel acc", "GMACs/img", "keep/stage", title_justify="left",
-                    title=f"accuracy: {a['model']} on {a['data']} at {a['height']}x{a['width']}, "
+                    title=f"accuracy: {escape(a['model'])} on {escape(a['data'])} at {a['height']}x{a['width']}, "
                     f"thresholds {', '.join(f'{t:g}' for t in a['thresholds'])}", title_style="bold")
         for key in ("dense", "pruned"):
             v = a[key]
@@ -115,14 +116,14 @@ def print_report(report: dict[str, Any], console=None) -> None:
         console.print(f"mIoU change {-a['miou_drop']:+.2%}; pruned predicts the same class as "
                       f"dense on {a['pruned_dense_agreement']:.2%} of pixels")
     for s in report.get("sweep", []):
-        sw = Table(*SWEEP_HEADER, title=f"threshold sweep: {s['model']} on {s['data']} "
+        sw = Table(*SWEEP_HEADER, title=f"threshold sweep: {escape(s['model'])} on {escape(s['data'])} "
                    f"(dense: {s['dense']['gmacs_per_image']:.3f} GMACs, mIoU {s['dense']['miou']:.2%})")
         for row in sweep_rows(s):
             sw.add_row(*row)
         console.print(sw)
     noisy = [f"{n}: {b['reason']}" for n, b in report["backends"].items() if not b["available"]]
     if noisy:
-        console.print("[dim]not run: " + "; ".join(noisy) + "[/]")
+        console.print("[dim]not run: " + escape("; ".join(noisy)) + "[/]")
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:

@@ -339,7 +339,8 @@ def load_models(specs: Sequence[str], *, arch: str | None = None,
     out = []
     for spec in specs or [None]:
         if spec is None or is_builtin_name(spec):
-            model, label = open_model(spec, thresholds=thresholds), f"built-in {spec or DEFAULT_BUILTIN}"
+            model, label = (open_model(spec, arch=arch, thresholds=thresholds),
+                            f"built-in {spec or DEFAULT_BUILTIN}")
         elif spec.startswith("random:"):
             torch.manual_seed(seed)
             model, label = build_model(spec.split(":", 1)[1]).eval(), spec

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from dtp_deploy.cli_common import CONTEXT, verbosity_options, version_option
 from dtp_deploy.trt.build import OnnxParseError, TrtUnavailable, build_engine, parse_shape
 from dtp_deploy.trt.plugins import PluginLibraryNotFound
 
@@ -27,7 +28,7 @@ def _shape(ctx: click.Context, param: click.Parameter, value: str | None):
         raise click.BadParameter(str(err), ctx=ctx, param=param) from None
 
 
-@click.command(name="dtp-build")
+@click.command(name="dtp-build", context_settings=CONTEXT)
 @click.argument("onnx_path", metavar="MODEL.onnx",
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "engine_path", required=True, metavar="MODEL.engine",
@@ -44,18 +45,39 @@ def _shape(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path),
               help="Timing cache to reuse and update.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON.")
-@click.option("--verbose", is_flag=True, help="TensorRT verbose log.")
+@verbosity_options
+@version_option
 def main(onnx_path, engine_path, plugin_lib, min_shape, opt_shape, max_shape, fp16, workspace_mb,
-         timing_cache, as_json, verbose):
+         timing_cache, as_json, quiet, verbose):
     """Build a TensorRT engine from MODEL.onnx (from dtp-export) and write MODEL.engine plus a
-    MODEL.engine.json sidecar. Input shapes default to the model's exported size, batch 1."""
+    MODEL.engine.json sidecar. Input shapes default to the model's exported size, batch 1.
+    -v turns on TensorRT's verbose log.
+
+    \b
+    Examples:
+      dtp-export --flavour plugin -o dtop-vit-t-trt.onnx
+      dtp-build dtop-vit-t-trt.onnx -o dtop-vit-t.engine
+      dtp-build model.onnx -o model.engine --min 1x3x512x512 --opt 4x3x512x512 --max 8x3x512x512
+
+    \b
+    Exit codes: 0 built; 1 build or parse failure; 2 bad usage (options, an output that is
+    the input or cannot be written); 3 TensorRT or GPU unavailable; 4 plugin library missing.
+    """
+    from dtp_deploy.safe_io import OutputError, check_output
+
+    try:
+        check_output(engine_path, [onnx_path], what="-o/--output")
+        check_output(engine_path.with_name(engine_path.name + ".json"), [onnx_path],
+                     what="the engine's metadata sidecar")
+    except OutputError as err:
+        raise click.UsageError(str(err)) from None
     given = [s is not None for s in (min_shape, opt_shape, max_shape)]
     if any(given) and not all(given):
         raise click.UsageError("pass all of --min, --opt and --max, or none of them")
     try:
         record = build_engine(onnx_path, engine_path, plugin_lib=plugin_lib, min_shape=min_shape,
                               opt_shape=opt_shape, max_shape=max_shape, fp16=fp16,
-                              workspace_mb=workspace_mb, timing_cache=timing_cache, verbose=verbose)
+                              workspace_mb=workspace_mb, timing_cache=timing_cache, verbose=verbose > 0)
     except TrtUnavailable as err:
         click.echo(f"dtp-build: {err}", err=True)
         sys.exit(EXIT_NO_TRT)
