@@ -125,6 +125,11 @@ def _validate(model: nn.Module, flavour: str, postprocess: str, opset: int, heig
     if thresholds is not None and len(thresholds) != expected:
         raise ExportError(f"{model.config.arch} has {expected} auxiliary stage(s), so it takes "
                           f"{expected} threshold(s); got {len(thresholds)}: {list(thresholds)}")
+    broken = [name for name, value in model.state_dict().items()
+              if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if broken:
+        raise ExportError(f"{len(broken)} weight tensor(s) hold NaN or inf (first: {broken[0]}): "
+                          "the checkpoint is broken; nothing written")
 
 
 def _dynamic_shapes(dynamic_batch: bool, dynamic_shape: bool, patch: int) -> dict | None:
