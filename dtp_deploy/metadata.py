@@ -52,7 +52,11 @@ class ModelMetadata:
             if raw is None:
                 missing.append(PREFIX + f.name)
                 continue
-            value = json.loads(raw)
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                raise ValueError(f"{source}: metadata {PREFIX + f.name} = {raw!r} is not JSON; "
+                                 "re-export it with dtp-export") from None
             values[f.name] = tuple(value) if isinstance(value, list) else value
         if missing:
             raise ValueError(f"{source}: not exported by dtp-export (missing metadata "

@@ -249,3 +249,11 @@ def test_threads_reach_onnx_runtime(model, tmp_path):
     assert result.stdout.strip() == "1 segmented, 0 failed"
     assert run(model, "--version").stdout.startswith("main (dtp-deploy) 0.")
     assert os.path.isfile(tmp_path / "out" / "x_labels.png")
+
+
+def test_metadata_that_is_not_json_names_the_file_and_key(tmp_path):
+    props = toy_metadata((64, 64)).to_props()
+    props["dtp.mean"] = "[123.7, oops"
+    path = make_toy_model(tmp_path / "bad.onnx", props=props)
+    with pytest.raises(ValueError, match=r"bad.onnx: metadata dtp.mean = '\[123.7, oops' is not JSON"):
+        Segmenter.open(path)
