@@ -105,7 +105,7 @@ THRESHOLD, THRESHOLDS, SIZE = Threshold(), ThresholdList(), Size()
 
 def check_arch(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--arch``: one of the presets (checked when the command runs; the list needs torch)."""
-    if value is None or "--help" in sys.argv or "-h" in sys.argv:
+    if value is None:
         return value
     try:
         from .models import PRESETS

@@ -87,11 +87,13 @@ def _measure_on_scenes(model, scenes: int, size: tuple[int, int], stages: list[d
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
-    console.print(f"[bold]{summary['arch']}[/] ({summary['method']}) from {summary['model']}: "
+    from .cli_common import console as wide_console
+
+    console = wide_console()  # tables not cut at 80 columns when piped
+    console.print(f"[bold]{summary['arch']}[/] ({summary['method']}) from {escape(str(summary['model']))}: "
                   f"{summary['params'] / 1e6:.2f} M parameters, {summary['num_classes']} classes, "
                   f"input {summary['input'][0]}x{summary['input'][1]} = {summary['tokens']} tokens")
     table = Table("stage", "blocks", "exit threshold", "tokens in (mean)")

@@ -181,9 +181,8 @@ def test_calibrate_refuses_to_overwrite_its_checkpoint(tmp_path):
 
 # -- 8: names with brackets -------------------------------------------------------------------------
 def test_export_report_prints_bracketed_names(tmp_path, monkeypatch):
-    from test_export_cli import SHALLOW
-
     import torch
+    from test_export_cli import SHALLOW
 
     from dtp_deploy.checkpoint import save_model
     from dtp_deploy.models import build_model
@@ -202,6 +201,21 @@ def test_export_report_prints_bracketed_names(tmp_path, monkeypatch):
     result = CliRunner().invoke(export, [str(ckpt)])
     assert result.exit_code == 0, result.output
     assert "m[b].onnx" in result.stdout
+
+
+def test_info_prints_a_bracketed_checkpoint_name(tmp_path):
+    import torch
+    from test_export_cli import SHALLOW
+
+    from dtp_deploy.checkpoint import save_model
+    from dtp_deploy.models import build_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m[b].pth"
+    save_model(build_model("dtop-vit-t", num_classes=3, img_size=(32, 32), **SHALLOW), ckpt)
+    result = CliRunner().invoke(info, [str(ckpt), "--scenes", "0"])
+    assert result.exit_code == 0, result.output
+    assert "m[b].pth" in result.stdout
 
 
 # -- 14: conventions --------------------------------------------------------------------------------
