@@ -33,9 +33,11 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     sys.exit(code)
 
 
-def require_torch(command: str) -> None:
-    """Exit 2 with the install hint when PyTorch (and the exporter's packages) are missing."""
-    missing = [name for name in ("torch", "onnx") if not _importable(name)]
+def require_torch(command: str, *, export: bool = False) -> None:
+    """Exit 2 with the install hint when PyTorch (and, to ``export``, onnx and onnxscript)
+    are missing: all of them come with ``dtp-deploy[torch]``."""
+    needed = ("torch", "onnx", "onnxscript") if export else ("torch",)
+    missing = [name for name in needed if not _importable(name)]
     if missing:
         fail(f"{command} needs {' and '.join(missing)}, which this install lacks: "
              "pip install 'dtp-deploy[torch]'")
@@ -74,6 +76,9 @@ class ThresholdList(click.ParamType):
 
     name = "T1,T2,..."
 
+    def get_metavar(self, param, ctx=None) -> str:
+        return self.name
+
     def convert(self, value: Any, param, ctx) -> list[float]:
         if isinstance(value, list):
             return value
@@ -85,6 +90,9 @@ class Size(click.ParamType):
     """``S`` or ``HxW`` (height x width), positive integers: ``512`` or ``512x1024``."""
 
     name = "S|HxW"
+
+    def get_metavar(self, param, ctx=None) -> str:  # click upper-cases the name
+        return self.name
 
     def convert(self, value: Any, param, ctx) -> tuple[int, int]:
         if isinstance(value, tuple):

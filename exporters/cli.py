@@ -110,7 +110,7 @@ def main(model, output, flavour, height, width, batch, dynamic_batch, dynamic_sh
     and PyTorch differ); 2 bad usage or input (options, checkpoint, an output that is the
     input or cannot be written, PyTorch missing).
     """
-    require_torch("dtp-export")
+    require_torch("dtp-export", export=True)
     from dtp_deploy.builtin import (
         DEFAULT_BUILTIN,
         builtin_checkpoint_path,

@@ -9,6 +9,7 @@ TensorRT missing, no GPU).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import click
 from dtp_deploy.cli_common import CONTEXT, SIZE, console, fail, verbosity_options, version_option
 
 EXIT_OK, EXIT_IMAGE_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
+log = logging.getLogger("dtp_deploy.run")
 
 
 @click.command(context_settings=CONTEXT)
@@ -99,6 +101,7 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: t
         fail(f"cannot run the model: {error}", EXIT_MODEL)
     except (FileNotFoundError, IsADirectoryError, ValueError) as error:
         fail(f"cannot open the model: {error}", EXIT_USAGE)
+    log.info("opened %r", seg)
     if mode == "slide":
         try:  # refuse a bad crop or stride once, not once per image
             size = crop or seg.default_crop()
@@ -117,6 +120,7 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: t
                                     stride=stride, overlays=not no_overlay, alpha=alpha):
             results.append(result)
             progress.advance(task)
+            log.debug("%s", result)
             if not result.ok:
                 err.print(f"[yellow]skipped[/yellow] {escape(result.error or '')}")
                 if strict:
