@@ -27,8 +27,8 @@ case "$torch_build" in
       echo "torch: the CPU build from $cpu_index"
     else
       echo "torch: $cpu_index cannot be reached (or has no $torch_spec); installing $torch_spec" \
-           "from the configured package index, which on Linux x86-64 PyPI is the CUDA build" \
-           "(several GB). Set DTP_TORCH=cuda to choose that on purpose." >&2
+           "from the configured package index instead. From plain PyPI on Linux x86-64 that is" \
+           "the CUDA build (several GB); the last line below says which build this is." >&2
       "${pip[@]}" "$torch_spec"
     fi ;;
   cuda|index)
