@@ -20,10 +20,13 @@ EXIT_OK, EXIT_IMAGE_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for <stem>_labels.png (class indices) and <stem>_overlay.png.")
-@click.option("--mode", type=click.Choice(["whole", "slide"]), default="whole", show_default=True,
-              help="whole: one network input per image; slide: crop windows, scores averaged.")
+@click.option("--mode", type=click.Choice(["whole", "slide"]), default=None,
+              help="whole (default): one network input per image; slide: crop windows, scores averaged.")
 @click.option("--crop", type=int, default=None, help="Slide window size (default: the model's).")
 @click.option("--stride", type=int, default=None, help="Slide stride (default: 2/3 of the crop).")
+@click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
+              help="grid: fast, windows averaged on the token grid; mmseg: the papers' test pipeline "
+                   "(keep-ratio resize, slide windows averaged in pixel space; docs/protocols.md).")
 @click.option("--bgr", is_flag=True, help="The files' pixel data is in BGR order.")
 @click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True,
               help="auto: by suffix (.onnx: ONNX Runtime; .engine/.plan: TensorRT).")
@@ -32,8 +35,8 @@ EXIT_OK, EXIT_IMAGE_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 @click.option("--no-overlay", is_flag=True, help="Write label PNGs only.")
 @click.option("--strict", is_flag=True, help="Stop at the first image that fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (per-image latency, keep ratios).")
-def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: int | None,
-         stride: int | None, bgr: bool, backend: str, device: str | None, plugin_lib: str | None,
+def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, crop: int | None,
+         stride: int | None, protocol: str, bgr: bool, backend: str, device: str | None, plugin_lib: str | None,
          no_overlay: bool, strict: bool, as_json: bool) -> None:
     """Segment IMAGES (files or folders) with MODEL (.onnx or a TensorRT engine)."""
     from rich.console import Console
@@ -54,10 +57,15 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: i
     except (RuntimeSetupError, FileNotFoundError, ValueError) as error:
         err.print(f"[red]error:[/red] cannot open the model: {error}")
         sys.exit(EXIT_MODEL)
-    if mode == "slide":
+    if protocol == "mmseg" or mode == "slide":
         try:  # refuse a bad crop or stride once, not once per image
-            size = crop or seg.default_crop()[0]
-            seg.plan(size, size, mode=mode, crop=crop, stride=stride)
+            if protocol == "mmseg":
+                if mode == "whole":
+                    raise ValueError("--mode whole does not apply to --protocol mmseg (it always slides)")
+                seg.protocol_spec(crop=crop, stride=stride)
+            else:
+                size = crop or seg.default_crop()[0]
+                seg.plan(size, size, mode=mode, crop=crop, stride=stride)
         except ValueError as error:
             err.print(f"[red]error:[/red] {error}")
             sys.exit(EXIT_USAGE)
@@ -71,7 +79,7 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: i
     with progress:
         task = progress.add_task("segmenting", total=len(paths))
         for result in segment_files(seg, paths, outdir, color="bgr" if bgr else "rgb", mode=mode, crop=crop,
-                                    stride=stride, overlays=not no_overlay):
+                                    stride=stride, overlays=not no_overlay, protocol=protocol):
             results.append(result)
             progress.advance(task)
             if not result.ok:
@@ -87,7 +95,8 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: i
         latencies = sorted(r.latency_ms for r in done if r.latency_ms is not None)
         summary = {
             "model": str(model), "arch": seg.metadata.arch, "flavour": seg.metadata.flavour,
-            "backend": seg.backend.name, "device": seg.backend.device, "mode": mode,
+            "backend": seg.backend.name, "device": seg.backend.device, "mode": mode or ("slide" if protocol == "mmseg" else "whole"),
+            "protocol": protocol,
             "classes": list(seg.class_names), "images": [r.to_dict() for r in results],
             "segmented": len(done), "failed": failed, "not_run": len(paths) - len(results),
             "median_latency_ms": latencies[len(latencies) // 2] if latencies else None,

@@ -114,8 +114,8 @@ def _output_stem(path: Path, used: set[str]) -> str:
 
 
 def segment_files(segmenter: Segmenter, paths: Iterable[Path], outdir: Path, *, color: str = "rgb",
-                  mode: str = "whole", crop: int | None = None, stride: int | None = None,
-                  overlays: bool = True) -> Iterator[FileResult]:
+                  mode: str | None = "whole", crop: int | None = None, stride: int | None = None,
+                  overlays: bool = True, protocol: str = "grid") -> Iterator[FileResult]:
     """Segment each file, writing ``<stem>_labels.png`` (and ``<stem>_overlay.png``) to ``outdir``.
 
     Yields one :class:`FileResult` per file; a file that cannot be read or segmented gives a
@@ -131,7 +131,7 @@ def segment_files(segmenter: Segmenter, paths: Iterable[Path], outdir: Path, *, 
             result.height, result.width, result.converted_from = image.shape[0], image.shape[1], converted
             # Converted images are RGB whatever --bgr says: it describes how the file stores colours.
             prediction = segmenter.predict(image, color=color if converted is None else "rgb", mode=mode,
-                                           crop=crop, stride=stride)
+                                           crop=crop, stride=stride, protocol=protocol)
             stem = _output_stem(path, used)
             labels_png = outdir / f"{stem}_labels.png"
             write_labels(labels_png, prediction.labels)
