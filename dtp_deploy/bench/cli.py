@@ -93,6 +93,9 @@ def _eval_data(model, data, data_limit, scenes, size):
               help="Images of --data to evaluate on.")
 @click.option("--scenes", default=32, show_default=True, type=click.IntRange(min=0),
               help="Synthetic scenes for accuracy without --data (0: skip accuracy).")
+@click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
+              help="Accuracy protocol. grid: images resized to --size, one input each (fast); mmseg: "
+                   "the papers' test pipeline (keep-ratio resize, slide windows; docs/protocols.md).")
 @click.option("--sweep", "do_sweep", is_flag=True, help="Also sweep thresholds: mIoU vs GMACs.")
 @click.option("--per-stage", is_flag=True, help="With --sweep: also vary one stage at a time.")
 @click.option("--sweep-grid", help="Thresholds to sweep, comma-separated (default: 1 ... 0.4).")
@@ -104,7 +107,7 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG figure.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def main(models, arch, backends, device, batches, sizes, iterations, duration, warmup, fp16,
-         thresholds, keep_schedule, pool, data, data_limit, scenes, do_sweep, per_stage,
+         thresholds, keep_schedule, pool, data, data_limit, scenes, protocol, do_sweep, per_stage,
          sweep_grid, threads, seed, json_path, markdown_path, plot_path, quiet):
     """Time dense vs pruned (same weights, interleaved) on every backend; measure accuracy.
 
@@ -172,7 +175,7 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
                     size = size_list[0] or tuple(model.config.img_size)
                     dataset = _eval_data(model, data, data_limit, scenes, size)
                     scored = TorchBackend().module(model, device, False)
-                    ev = Evaluator(scored, dataset, size,
+                    ev = Evaluator(scored, dataset, size, protocol=protocol,
                                    progress=lambda d, t, label=label: tick(f"{label}: loading data", d, t))
                     tick(f"{label}: accuracy dense vs pruned", 0, 1)
                     report["accuracy"].append({"model": label, **evaluate_accuracy(scored, dataset, size, evaluator=ev)})
@@ -212,11 +215,13 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
 @click.option("--scenes", default=32, show_default=True, type=click.IntRange(min=1),
               help="Synthetic scenes to calibrate on without --data.")
 @click.option("--size", help="Input size S or HxW (default: the trained size).")
+@click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
+              help="Accuracy protocol (see dtp-bench --help and docs/protocols.md).")
 @click.option("--grid", help="Candidate thresholds, comma-separated (default: 1 ... 0.5).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (a copy of MODEL with the chosen thresholds).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the search as JSON.")
-def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, grid,
+def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, protocol, grid,
               output, json_path):
     """Choose per-stage exit thresholds on a calibration set and save them into a copy of MODEL.
 
@@ -250,7 +255,7 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
         dataset = _eval_data(net, data, data_limit, scenes, hw)
         with console.status("calibrating") as status:
             result = run_calibration(net, dataset, hw, target_gmacs=target_gmacs,
-                                     max_miou_drop=max_miou_drop,
+                                     max_miou_drop=max_miou_drop, protocol=protocol,
                                      **({"grid": candidates} if candidates else {}),
                                      progress=lambda line: (status.update(line), console.print(line)))
     except (CheckpointError, ValueError, FileNotFoundError) as err:
