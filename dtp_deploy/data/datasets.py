@@ -8,7 +8,8 @@ Layouts (``root`` is the folder passed to ``--data``):
 
 * ADE20K (SceneParsing): ``images/validation/*.jpg`` and ``annotations/validation/*.png``;
   annotation ``0`` is "other" (ignored), ``1..150`` become ``0..149`` (mmseg's
-  ``reduce_zero_label``; ids above 150, which the dataset does not use, are ignored too).
+  ``reduce_zero_label``: ids above 150, which the dataset does not use, become 150..253 and
+  count as mmseg counts them, see :mod:`dtp_deploy.metrics`).
 * Cityscapes: ``leftImg8bit/val/<city>/*_leftImg8bit.png`` with, as mmseg reads them,
   ``gtFine/val/<city>/*_gtFine_labelTrainIds.png`` (train ids ``0..18``, ``255`` ignored;
   written by Cityscapes' ``createTrainIdLabelImgs`` or mmseg's converter), or, when no such file
@@ -46,7 +47,8 @@ def _lookup(table: dict[int, int]) -> np.ndarray:
     return lut
 
 
-ADE20K_LUT = _lookup({k: k - 1 for k in range(1, ADE20K_NUM_CLASSES + 1)})
+# mmseg's reduce_zero_label: 0 ("other") -> 255, k -> k - 1, and 255 stays ignored.
+ADE20K_LUT = _lookup({k: k - 1 for k in range(1, 255)})
 CITYSCAPES_LUT = _lookup(_CITYSCAPES_TRAIN_IDS)
 
 
