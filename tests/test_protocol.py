@@ -324,3 +324,52 @@ def test_evaluator_mmseg_on_a_cityscapes_folder(tmp_path):
     model.pruning = True
     assert dense["gmacs_per_image"] == pytest.approx(10 * per_window)
     assert protocol.PROTOCOLS == ("grid", "mmseg")
+
+
+class TorchToy(torch.nn.Module):
+    """The toy ONNX graph of ``test_runtime`` (16x16 average pooling, 1x1 convolution) in torch."""
+
+    def __init__(self):
+        super().__init__()
+        from test_runtime import MEAN, PATCH, STD, K, toy_weights
+
+        weight, bias = toy_weights()
+        self.weight, self.bias = torch.from_numpy(weight), torch.from_numpy(bias)
+        self.config = type("Config", (), {"patch_size": PATCH, "num_classes": K, "mean": MEAN,
+                                          "std": STD, "method": "dtop"})()
+
+    def forward(self, x):
+        pooled = F.avg_pool2d(x, 16)
+        scores = torch.einsum("kc,bchw->bkhw", self.weight, pooled) + self.bias[None, :, None, None]
+        return scores, torch.zeros(x.shape[0], 3, dtype=torch.int32)
+
+
+@pytest.mark.parametrize("layout", ["ade20k", "cityscapes"])
+def test_dtp_run_mmseg_protocol_on_dataset_folders(tmp_path, layout):
+    """dtp-run --protocol mmseg over the image folder of each layout; the fixed 64x64 toy graph
+    pads a short window to 64 where mmseg pads to the patch, which the toy (no attention) does
+    not notice, so the labels must be mmseg's."""
+    from test_runtime import make_toy_model, scene
+
+    from dtp_deploy.runtime.cli import main
+
+    model = make_toy_model(tmp_path / "toy.onnx")
+    sizes = {"a": (100, 150), "b": (50, 90)}  # b is shorter than the 64 crop
+    folder = tmp_path / ("images/validation" if layout == "ade20k" else "leftImg8bit/val/lindau")
+    for i, (stem, (h, w)) in enumerate(sizes.items()):
+        name = f"{stem}.jpg" if layout == "ade20k" else f"lindau_00000{i}_000019_leftImg8bit.png"
+        _write(folder / name, scene(h, w, i))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, [str(model), str(folder), "-o", str(out), "--protocol", "mmseg",
+                                       "--json", "--no-overlay"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["protocol"] == "mmseg" and summary["mode"] == "slide" and summary["segmented"] == 2
+    # crop 64, stride 42: 100x150 -> 2 x 4 windows (columns at 0, 42, 84, 86); 50x90 -> 1 x 2
+    assert sorted(r["windows"] for r in summary["images"]) == [2, 8]
+    toy = TorchToy()
+    for record in summary["images"]:
+        image = np.asarray(Image.open(record["path"]).convert("RGB"))
+        labels = np.asarray(Image.open(record["labels_png"]))
+        expected = mmseg_slide_reference(toy, image, (64, 64), (42, 42))
+        assert (labels != expected).mean() < 1e-3
