@@ -373,3 +373,22 @@ def test_dtp_run_mmseg_protocol_on_dataset_folders(tmp_path, layout):
         labels = np.asarray(Image.open(record["labels_png"]))
         expected = mmseg_slide_reference(toy, image, (64, 64), (42, 42))
         assert (labels != expected).mean() < 1e-3
+
+
+def test_dtp_calibrate_mmseg_counts_every_window(tmp_path):
+    """Scenes of 288x384 under mmseg: 2 x 3 windows of 192 (stride 128), so dense GMACs are six
+    times one dense 192x192 window."""
+    from dtp_deploy.bench.cli import calibrate
+    from dtp_deploy.builtin import load_builtin_model
+
+    out = tmp_path / "search.json"
+    result = CliRunner().invoke(calibrate, ["--protocol", "mmseg", "--scenes", "2", "--size", "288x384",
+                                            "--grid", "1,0.9", "--target-gmacs", "100", "-o",
+                                            str(tmp_path / "cal.pth"), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    search = json.loads(out.read_text())
+    assert search["protocol"]["protocol"] == "mmseg" and search["protocol"]["crop"] == [192, 192]
+    model = load_builtin_model()
+    model.pruning = False
+    window = model.macs([144] * model.config.num_stages, (12, 12))["total"] / 1e9
+    assert search["dense"]["gmacs_per_image"] == pytest.approx(6 * window)
