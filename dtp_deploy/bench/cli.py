@@ -119,6 +119,7 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
       dtp-bench
       dtp-bench --backend torch --batch 1 --batch 8 --size 384 --json bench.json --plot bench.png
       dtp-bench ckpt.pth --data ADEChallengeData2016 --sweep --per-stage --plot sweep.png
+      dtp-bench ckpt.pth --data ADEChallengeData2016 --protocol mmseg --backend torch
       dtp-bench random:dtop-vit-b --device cuda --fp16 --size 512 --keep-schedule 0.7,0.5 --scenes 0
     """
     from rich.console import Console
