@@ -392,3 +392,30 @@ def test_dtp_calibrate_mmseg_counts_every_window(tmp_path):
     model.pruning = False
     window = model.macs([144] * model.config.num_stages, (12, 12))["total"] / 1e9
     assert search["dense"]["gmacs_per_image"] == pytest.approx(6 * window)
+
+
+def test_protocol_options_are_checked(tmp_path):
+    from test_runtime import make_toy_model
+
+    from dtp_deploy.runtime import Segmenter
+    from dtp_deploy.runtime.cli import main
+
+    model = make_toy_model(tmp_path / "toy.onnx")
+    seg = Segmenter.open(model)
+    image = np.zeros((70, 70, 3), np.uint8)
+    with pytest.raises(ValueError, match="unknown protocol 'papers'"):
+        seg.predict(image, protocol="papers")
+    with pytest.raises(ValueError, match="always slides"):
+        seg.predict(image, protocol="mmseg", mode="whole")
+    with pytest.raises(ValueError, match="test_scale applies to protocol='mmseg' only"):
+        seg.predict(image, test_scale=(100, 50))
+    with pytest.raises(ValueError, match="fixed input size 64x64"):
+        seg.predict(image, protocol="mmseg", crop=96)
+    assert seg.predict(image, protocol="mmseg").windows == 2 * 2  # crop 64, stride 42
+    assert seg.predict(image, protocol="mmseg", test_scale=(128, 128)).windows == 3 * 3  # -> 128x128
+    _write(tmp_path / "in/a.png", image)
+    for args, message in ((["--mode", "whole"], "does not apply to --protocol mmseg"),
+                          (["--stride", "80"], "larger than the crop")):
+        result = CliRunner().invoke(main, [str(model), str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                                           "--protocol", "mmseg", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
