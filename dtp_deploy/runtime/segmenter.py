@@ -12,10 +12,10 @@ import numpy as np
 
 from dtp_deploy.metadata import ModelMetadata
 
-from . import processing, protocol
+from . import processing
 from .backends import OrtBackend, RuntimeSetupError, TrtBackend, resolve_backend
 from .processing import MODES, Plan
-from .protocol import PROTOCOLS, SlideSpec
+from .protocol import PROTOCOLS, SlideSpec, resolve_spec, slide_inference
 
 COLORS = ("rgb", "bgr")
 
@@ -143,9 +143,8 @@ class Segmenter:
         """The mmseg protocol's settings for this model: the options given, else the model's
         protocol facts, else defaults (see :func:`.protocol.resolve_spec`)."""
         meta = self.metadata
-        return protocol.resolve_spec(meta.method, meta.patch_size, self.default_crop(),
-                                     getattr(meta, "protocol", None), crop=crop, stride=stride,
-                                     test_scale=test_scale, dataset=dataset)
+        return resolve_spec(meta.method, meta.patch_size, self.default_crop(), getattr(meta, "protocol", None),
+                            crop=crop, stride=stride, test_scale=test_scale, dataset=dataset)
 
     # -- inference ----------------------------------------------------------------------------
     def predict(self, image: np.ndarray, *, color: str = "rgb", mode: str | None = None,
@@ -248,8 +247,8 @@ class Segmenter:
             parts = [self._run(list(inputs[i:i + batch]), batch) for i in range(0, len(inputs), batch)]
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-        result = protocol.slide_inference(rgb, spec, self.metadata.mean, self.metadata.std, run,
-                                          input_size=self.input_size, return_scores=return_scores)
+        result = slide_inference(rgb, spec, self.metadata.mean, self.metadata.std, run,
+                                 input_size=self.input_size, return_scores=return_scores)
         return Prediction(labels=result.labels, scores=result.scores, keep_ratio=result.keep_ratio,
                           keep_counts=result.keep_counts, windows=len(result.windows),
                           timing=Timing(**result.timing_ms))
