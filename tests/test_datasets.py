@@ -83,3 +83,24 @@ def test_errors_name_the_problem(tmp_path):
     _write(tmp_path / "masks/a.png", _image())
     with pytest.raises(ValueError, match="single-channel"):
         open_dataset(tmp_path, num_classes=2)[0]
+
+
+def test_ade20k_reduce_zero_label_as_mmseg(tmp_path):
+    # mmseg: label[label == 0] = 255; label -= 1; label[label == 254] = 255 (ids > 150 do not occur
+    # in ADE20K, but are not ignored by mmseg either)
+    raw = np.array([[0, 1, 2, 150, 151, 254, 255]], np.uint8)
+    _write(tmp_path / "images/validation/a.jpg", _image(1, 7))
+    _write(tmp_path / "annotations/validation/a.png", raw)
+    data = open_dataset(tmp_path)
+    assert data.reduce_zero_label and data[0][1].tolist() == [[255, 0, 1, 149, 150, 253, 255]]
+
+
+def test_cityscapes_prefers_train_id_files_as_mmseg(tmp_path):
+    stem = "lindau_000000_000019"
+    train_ids = np.array([[0, 18, 255, 5]], np.uint8)
+    _write(tmp_path / f"leftImg8bit/val/lindau/{stem}_leftImg8bit.png", _image(1, 4))
+    _write(tmp_path / f"gtFine/val/lindau/{stem}_gtFine_labelIds.png", np.full((1, 4), 7, np.uint8))
+    _write(tmp_path / f"gtFine/val/lindau/{stem}_gtFine_labelTrainIds.png", train_ids)
+    data = open_dataset(tmp_path)
+    assert data.label_kind == "labelTrainIds" and not data.reduce_zero_label
+    assert data[0][1].tolist() == train_ids.tolist()  # read as they are, not through the id table

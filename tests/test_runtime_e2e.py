@@ -150,3 +150,42 @@ def test_readme_python_example_runs(builtin_onnx, tmp_path, monkeypatch, capsys)
     labels = np.asarray(Image.open(tmp_path / "street_labels.png"))
     assert labels.shape == (256, 384) and (labels == mask).mean() > 0.85
     assert "sky" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_builtin_multi_window_multi_chunk_labels_match_pytorch(builtin_onnx):
+    """A 300x720 frame: 12 windows of 192, the last column flush with the edge, and labels in
+    two row chunks (8 classes x 720 columns -> 182 rows per chunk), both protocols, against
+    PyTorch written out here."""
+    from test_protocol import mmseg_slide_reference
+
+    seg = Segmenter.open(builtin_onnx)
+    model = load_builtin_model()
+    cfg = model.config
+    image, mask = SyntheticScenes(1, 300, 720, seed=4)[0]
+
+    mmseg = seg.predict(image, protocol="mmseg", test_scale="none")
+    assert mmseg.windows == 2 * 6
+    expected = mmseg_slide_reference(model, image, (192, 192), (128, 128))
+    assert (mmseg.labels != expected).mean() < 1e-3
+    assert (mmseg.labels == mask).mean() > 0.85
+
+    # grid protocol: windows at token offsets (rows 0, 112; columns 0, 128, ..., 512, 528) on the
+    # 304x720 canvas, averaged on the token grid, resampled once
+    grid = seg.predict(image, mode="slide")
+    assert grid.windows == 2 * 6
+    canvas = np.zeros((304, 720, 3), np.uint8)
+    canvas[:300] = image
+    x = to_tensor(canvas, cfg.mean, cfg.std)
+    x[:, :, 300:] = 0  # the runtime pads after normalising
+    total, count = torch.zeros(1, cfg.num_classes, 19, 45), torch.zeros(1, 1, 19, 45)
+    with torch.inference_mode():
+        for y in (0, 112):
+            for left in (0, 128, 256, 384, 512, 528):
+                scores, _ = model(x[:, :, y:y + 192, left:left + 192])
+                total[:, :, y // 16:y // 16 + 12, left // 16:left // 16 + 12] += scores
+                count[:, :, y // 16:y // 16 + 12, left // 16:left // 16 + 12] += 1
+        full = F.interpolate(total / count, size=(304, 720), mode="bilinear", align_corners=False)
+    assert (grid.labels != full.argmax(1)[0, :300].numpy()).mean() < 1e-3
+    # the two protocols agree on most pixels, not all: they average different things
+    assert (grid.labels == mmseg.labels).mean() > 0.9

@@ -40,14 +40,14 @@ def _point(ev: Evaluator, thresholds: Sequence[float], **extra: Any) -> dict[str
 
 def sweep(model, dataset, size: tuple[int, int], *, grid: Sequence[float] = SWEEP_GRID,
           per_stage: bool = False, batch: int = 8, evaluator: Evaluator | None = None,
-          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[int, int], None] | None = None, protocol: str = "grid") -> dict[str, Any]:
     """mIoU and GMACs over a grid of thresholds.
 
     ``mode == "uniform"`` points use the same threshold at every auxiliary stage; with
     ``per_stage`` there are also ``mode == "stage"`` points that vary one stage (``stage``)
     while the others stay at 1.0 (no exits), showing what each stage contributes.
     """
-    ev = evaluator or Evaluator(model, dataset, size, batch=batch)
+    ev = evaluator or Evaluator(model, dataset, size, batch=batch, protocol=protocol)
     aux = model.config.num_stages - 1
     settings: list[tuple[dict[str, Any], list[float]]] = [
         ({"mode": "uniform", "stage": None}, [t] * aux) for t in grid]
@@ -64,6 +64,7 @@ def sweep(model, dataset, size: tuple[int, int], *, grid: Sequence[float] = SWEE
         if progress:
             progress(i + 1, len(settings))
     return {"data": ev.data_name, "images": len(ev), "height": size[0], "width": size[1],
+            "protocol": ev.describe_protocol(),
             "dense": {"gmacs_per_image": dense["gmacs_per_image"], "miou": dense["cm"].miou()},
             "points": points}
 
@@ -71,7 +72,7 @@ def sweep(model, dataset, size: tuple[int, int], *, grid: Sequence[float] = SWEE
 def calibrate(model, dataset, size: tuple[int, int], *, target_gmacs: float | None = None,
               max_miou_drop: float | None = None, grid: Sequence[float] = DEFAULT_GRID,
               batch: int = 8, evaluator: Evaluator | None = None,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str], None] | None = None, protocol: str = "grid") -> dict[str, Any]:
     """Per-stage thresholds for a GMACs target and/or an mIoU-drop budget (greedy, see module).
 
     Returns ``thresholds``, the reached ``gmacs_per_image`` / ``miou`` / ``miou_drop``, the
@@ -81,7 +82,7 @@ def calibrate(model, dataset, size: tuple[int, int], *, target_gmacs: float | No
     if target_gmacs is None and max_miou_drop is None:
         raise ValueError("give --target-gmacs, --max-miou-drop or both")
     grid = sorted({float(t) for t in grid} | {1.0}, reverse=True)
-    ev = evaluator or Evaluator(model, dataset, size, batch=batch)
+    ev = evaluator or Evaluator(model, dataset, size, batch=batch, protocol=protocol)
     dense = ev.dense()
     dense_gmacs = dense["gmacs_per_image"]
     aux = model.config.num_stages - 1
@@ -128,4 +129,4 @@ def calibrate(model, dataset, size: tuple[int, int], *, target_gmacs: float | No
             "target_gmacs": target_gmacs, "max_miou_drop": max_miou_drop,
             "reached": target_gmacs is None or done(current), "evaluations": len(cache),
             "data": ev.data_name, "images": len(ev), "height": size[0], "width": size[1],
-            "steps": steps}
+            "protocol": ev.describe_protocol(), "steps": steps}

@@ -111,6 +111,9 @@ def _eval_data(model, data, data_limit, scenes, size):
               help="Images of --data to evaluate on.")
 @click.option("--scenes", default=32, show_default=True, type=click.IntRange(min=0),
               help="Synthetic scenes for accuracy without --data (0: skip accuracy).")
+@click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
+              help="Accuracy protocol. grid: images resized to --size, one input each (fast); mmseg: "
+                   "the papers' test pipeline (keep-ratio resize, slide windows; docs/protocols.md).")
 @click.option("--sweep", "do_sweep", is_flag=True, help="Also sweep thresholds: mIoU vs GMACs.")
 @click.option("--per-stage", is_flag=True, help="With --sweep: also vary one stage at a time.")
 @click.option("--sweep-grid", type=THRESHOLDS,
@@ -124,7 +127,7 @@ def _eval_data(model, data, data_limit, scenes, size):
 @verbosity_options
 @version_option
 def main(models, arch, backends, device, batches, sizes, iterations, duration, warmup, fp16,
-         thresholds, keep_schedule, pool, data, data_limit, scenes, do_sweep, per_stage,
+         thresholds, keep_schedule, pool, data, data_limit, scenes, protocol, do_sweep, per_stage,
          sweep_grid, threads, seed, json_path, markdown_path, plot_path, quiet, verbose):
     """Time dense vs pruned (same weights, interleaved) on every backend; measure accuracy.
 
@@ -136,6 +139,7 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
       dtp-bench
       dtp-bench --backend torch --batch 1 --batch 8 --size 384 --json bench.json --plot bench.png
       dtp-bench ckpt.pth --data ADEChallengeData2016 --sweep --per-stage --plot sweep.png
+      dtp-bench ckpt.pth --data ADEChallengeData2016 --protocol mmseg --backend torch
       dtp-bench random:dtop-vit-b --device cuda --fp16 --size 512 --keep-schedule 0.7,0.5 --scenes 0
 
     \b
@@ -205,7 +209,7 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
                     size = size_list[0] or tuple(model.config.img_size)
                     dataset = _eval_data(model, data, data_limit, scenes, size)
                     scored = TorchBackend().module(model, device, False)
-                    ev = Evaluator(scored, dataset, size,
+                    ev = Evaluator(scored, dataset, size, protocol=protocol,
                                    progress=lambda d, t, label=label: tick(f"{label}: loading data", d, t))
                     tick(f"{label}: accuracy dense vs pruned", 0, 1)
                     report["accuracy"].append({"model": label, **evaluate_accuracy(scored, dataset, size, evaluator=ev)})
@@ -248,6 +252,8 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
 @click.option("--scenes", default=32, show_default=True, type=click.IntRange(min=1),
               help="Synthetic scenes to calibrate on without --data.")
 @click.option("--size", help="Input size S or HxW (default: the trained size).")
+@click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
+              help="Accuracy protocol (see dtp-bench --help and docs/protocols.md).")
 @click.option("--grid", type=THRESHOLDS,
               help="Candidate thresholds, comma-separated, each in (0, 1] (default: 1 ... 0.5).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -255,7 +261,7 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the search as JSON.")
 @verbosity_options
 @version_option
-def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, grid,
+def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, protocol, grid,
               output, json_path, quiet, verbose):
     """Choose per-stage exit thresholds on a calibration set and save them into a copy of MODEL.
 
@@ -297,7 +303,7 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
         dataset = _eval_data(net, data, data_limit, scenes, hw)
         with console.status("calibrating") as status:
             result = run_calibration(net, dataset, hw, target_gmacs=target_gmacs,
-                                     max_miou_drop=max_miou_drop,
+                                     max_miou_drop=max_miou_drop, protocol=protocol,
                                      **({"grid": candidates} if candidates else {}),
                                      progress=lambda line: (status.update(line), quiet or console.print(line, markup=False)))
     except (CheckpointError, ValueError, FileNotFoundError) as err:

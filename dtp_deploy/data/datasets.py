@@ -7,10 +7,14 @@ Every dataset yields ``(image (H, W, 3) uint8 RGB, mask (H, W) uint8)`` with cla
 Layouts (``root`` is the folder passed to ``--data``):
 
 * ADE20K (SceneParsing): ``images/validation/*.jpg`` and ``annotations/validation/*.png``;
-  annotation ``0`` is "other" (ignored), ``1..150`` become ``0..149``.
-* Cityscapes: ``leftImg8bit/val/<city>/*_leftImg8bit.png`` and
-  ``gtFine/val/<city>/*_gtFine_labelIds.png``; the 34 label ids map to the 19 train ids, every
-  other id to ``255``.
+  annotation ``0`` is "other" (ignored), ``1..150`` become ``0..149`` (mmseg's
+  ``reduce_zero_label``: ids above 150, which the dataset does not use, become 150..253 and
+  count as mmseg counts them, see :mod:`dtp_deploy.metrics`).
+* Cityscapes: ``leftImg8bit/val/<city>/*_leftImg8bit.png`` with, as mmseg reads them,
+  ``gtFine/val/<city>/*_gtFine_labelTrainIds.png`` (train ids ``0..18``, ``255`` ignored;
+  written by Cityscapes' ``createTrainIdLabelImgs`` or mmseg's converter), or, when no such file
+  exists, ``*_gtFine_labelIds.png``, whose 34 label ids map to the 19 train ids and every other
+  id to ``255``.
 * Folder: ``images/<stem>.(png|jpg|jpeg)`` and ``masks/<stem>.png`` holding class ids directly
   (``255`` ignored).
 """
@@ -43,7 +47,8 @@ def _lookup(table: dict[int, int]) -> np.ndarray:
     return lut
 
 
-ADE20K_LUT = _lookup({k: k - 1 for k in range(1, ADE20K_NUM_CLASSES + 1)})
+# mmseg's reduce_zero_label: 0 ("other") -> 255, k -> k - 1, and 255 stays ignored.
+ADE20K_LUT = _lookup({k: k - 1 for k in range(1, 255)})
 CITYSCAPES_LUT = _lookup(_CITYSCAPES_TRAIN_IDS)
 
 
@@ -72,6 +77,7 @@ class SegmentationFolder:
 
     name = "folder"
     classes: tuple[str, ...] = ()
+    reduce_zero_label = False  # mmseg's flag; the label lookup table applies it
 
     def __init__(self, pairs: list[tuple[Path, Path]], lut: np.ndarray | None = None,
                  limit: int | None = None) -> None:
@@ -112,6 +118,7 @@ class ADE20K(SegmentationFolder):
 
     name = "ade20k"
     classes = tuple(f"ade_{i}" for i in range(ADE20K_NUM_CLASSES))
+    reduce_zero_label = True
 
     def __init__(self, root: str | os.PathLike, split: str = "validation", limit: int | None = None):
         root = Path(root)
@@ -125,15 +132,20 @@ class Cityscapes(SegmentationFolder):
 
     name = "cityscapes"
     classes = CITYSCAPES_CLASSES
+    reduce_zero_label = False
 
     def __init__(self, root: str | os.PathLike, split: str = "val", limit: int | None = None):
         root = Path(root)
+        labels = root / "gtFine" / split
+        # mmseg's layout has train-id PNGs; the raw download has only label ids.
+        self.label_kind = ("labelTrainIds" if labels.is_dir() and next(labels.rglob("*_gtFine_labelTrainIds.png"), None)
+                           else "labelIds")
 
         def label_name(image: Path) -> str:
-            return image.name.replace("_leftImg8bit", "_gtFine_labelIds").rsplit(".", 1)[0] + ".png"
+            return image.name.replace("_leftImg8bit", f"_gtFine_{self.label_kind}").rsplit(".", 1)[0] + ".png"
 
-        pairs = _pairs_by_stem(root / "leftImg8bit" / split, root / "gtFine" / split, label_name)
-        super().__init__(pairs, CITYSCAPES_LUT, limit)
+        pairs = _pairs_by_stem(root / "leftImg8bit" / split, labels, label_name)
+        super().__init__(pairs, CITYSCAPES_LUT if self.label_kind == "labelIds" else None, limit)
 
 
 class ImageMaskFolder(SegmentationFolder):

@@ -26,11 +26,14 @@ log = logging.getLogger("dtp_deploy.run")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for <stem>_labels.png (class indices) and <stem>_overlay.png.")
-@click.option("--mode", type=click.Choice(["whole", "slide"]), default="whole", show_default=True,
-              help="whole: one network input per image; slide: crop windows, scores averaged.")
+@click.option("--mode", type=click.Choice(["whole", "slide"]), default=None,
+              help="whole (default): one network input per image; slide: crop windows, scores averaged.")
 @click.option("--crop", type=SIZE, default=None,
               help="Slide window S or HxW, e.g. 512x1024 (default: the model's).")
 @click.option("--stride", type=SIZE, default=None, help="Slide stride S or HxW (default: 2/3 of the crop).")
+@click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
+              help="grid: fast, windows averaged on the token grid; mmseg: the papers' test pipeline "
+                   "(keep-ratio resize, slide windows averaged in pixel space; docs/protocols.md).")
 @click.option("--bgr", is_flag=True, help="The files' pixel data is in BGR order.")
 @click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True,
               help="auto: by suffix (.onnx: ONNX Runtime; .engine/.plan: TensorRT).")
@@ -45,8 +48,8 @@ log = logging.getLogger("dtp_deploy.run")
               help="ONNX Runtime intra-op threads (default: ONNX Runtime's).")
 @verbosity_options
 @version_option
-def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: tuple[int, int] | None,
-         stride: tuple[int, int] | None, bgr: bool, backend: str, device: str | None, plugin_lib: str | None,
+def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, crop: tuple[int, int] | None,
+         stride: tuple[int, int] | None, protocol: str, bgr: bool, backend: str, device: str | None, plugin_lib: str | None,
          no_overlay: bool, strict: bool, as_json: bool, alpha: float, threads: int | None,
          quiet: bool, verbose: int) -> None:
     """Segment IMAGES (files or folders) with MODEL (.onnx from dtp-export, or a TensorRT engine).
@@ -61,6 +64,7 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: t
     Examples:
       dtp-run dtop-vit-t.onnx street.png -o out/
       dtp-run model.onnx images/ -o out/ --mode slide --crop 512x1024 --json
+      dtp-run model.onnx ADEChallengeData2016/images/validation -o out/ --protocol mmseg
       dtp-run model.engine images/ -o out/ --device cuda --no-overlay
 
     \b
@@ -102,10 +106,15 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: t
     except (FileNotFoundError, IsADirectoryError, ValueError) as error:
         fail(f"cannot open the model: {error}", EXIT_USAGE)
     log.info("opened %r", seg)
-    if mode == "slide":
+    if protocol == "mmseg" or mode == "slide":
         try:  # refuse a bad crop or stride once, not once per image
-            size = crop or seg.default_crop()
-            seg.plan(size[0], size[1], mode=mode, crop=crop, stride=stride)
+            if protocol == "mmseg":
+                if mode == "whole":
+                    raise ValueError("--mode whole does not apply to --protocol mmseg (it always slides)")
+                seg.protocol_spec(crop=crop, stride=stride)
+            else:
+                size = crop or seg.default_crop()
+                seg.plan(size[0], size[1], mode=mode, crop=crop, stride=stride)
         except ValueError as error:
             fail(str(error), EXIT_USAGE)
     elif crop is not None or stride is not None:
@@ -117,7 +126,7 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: t
     with progress:
         task = progress.add_task("segmenting", total=len(paths))
         for result in segment_files(seg, paths, outdir, color="bgr" if bgr else "rgb", mode=mode, crop=crop,
-                                    stride=stride, overlays=not no_overlay, alpha=alpha):
+                                    stride=stride, overlays=not no_overlay, alpha=alpha, protocol=protocol):
             results.append(result)
             progress.advance(task)
             log.debug("%s", result)
@@ -135,7 +144,8 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str, crop: t
         latencies = sorted(r.latency_ms for r in done if r.latency_ms is not None)
         summary = {
             "model": str(model), "arch": seg.metadata.arch, "flavour": seg.metadata.flavour,
-            "backend": seg.backend.name, "device": seg.backend.device, "mode": mode,
+            "backend": seg.backend.name, "device": seg.backend.device, "mode": mode or ("slide" if protocol == "mmseg" else "whole"),
+            "protocol": protocol,
             "classes": list(seg.class_names), "images": [r.to_dict() for r in results],
             "segmented": len(done), "failed": failed, "not_run": not_run,
             "skipped_own_outputs": [str(p) for p in own],

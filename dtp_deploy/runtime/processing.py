@@ -165,16 +165,22 @@ def output_scale(plan: Plan) -> tuple[float, float]:
     return tuple(r / (o * plan.patch) for r, o in zip(plan.resized, plan.image))  # type: ignore[return-value]
 
 
-def labels_from_grid(grid: np.ndarray, plan: Plan, *, chunk_pixels: int = 1 << 20) -> np.ndarray:
-    """Argmax over classes of the grid scores resampled to the original size -> ``(H, W)`` int32."""
-    height, width = plan.image
-    scale = output_scale(plan)
+def resampled_labels(values: np.ndarray, out_hw: tuple[int, int], scale_hw: tuple[float, float], *,
+                     chunk_pixels: int = 1 << 20) -> np.ndarray:
+    """Argmax over classes of ``(K, h, w)`` resampled to ``out_hw`` (see :func:`resample`) ->
+    ``(H, W)`` int32, in row chunks so that no full-size ``(K, H, W)`` volume is needed."""
+    height, width = out_hw
     labels = np.empty((height, width), np.int32)
-    step = max(1, chunk_pixels // max(1, width * grid.shape[0]))
+    step = max(1, chunk_pixels // max(1, width * values.shape[0]))
     for start in range(0, height, step):
         rows = slice(start, min(height, start + step))
-        labels[rows] = resample(grid, plan.image, scale, rows).argmax(0)
+        labels[rows] = resample(values, out_hw, scale_hw, rows).argmax(0)
     return labels
+
+
+def labels_from_grid(grid: np.ndarray, plan: Plan, *, chunk_pixels: int = 1 << 20) -> np.ndarray:
+    """Argmax over classes of the grid scores resampled to the original size -> ``(H, W)`` int32."""
+    return resampled_labels(grid, plan.image, output_scale(plan), chunk_pixels=chunk_pixels)
 
 
 def scores_from_grid(grid: np.ndarray, plan: Plan) -> np.ndarray:

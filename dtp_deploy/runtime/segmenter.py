@@ -15,6 +15,7 @@ from dtp_deploy.metadata import ModelMetadata
 from . import processing
 from .backends import OrtBackend, RuntimeSetupError, TrtBackend, resolve_backend
 from .processing import MODES, Plan
+from .protocol import PROTOCOLS, SlideSpec, resolve_spec, slide_inference
 
 COLORS = ("rgb", "bgr")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -177,31 +178,60 @@ class Segmenter:
                              "mode='slide' (--mode slide), or downscale the image")
         return plan
 
+    def protocol_spec(self, *, crop: int | Sequence[int] | None = None,
+                      stride: int | Sequence[int] | None = None,
+                      test_scale: str | Sequence[int] | None = None, dataset: str | None = None) -> SlideSpec:
+        """The mmseg protocol's settings for this model: the options given, else the model's
+        protocol facts, else defaults (see :func:`.protocol.resolve_spec`)."""
+        meta = self.metadata
+        return resolve_spec(meta.method, meta.patch_size, self.default_crop(), getattr(meta, "protocol", None),
+                            crop=crop, stride=stride, test_scale=test_scale, dataset=dataset)
+
     # -- inference ----------------------------------------------------------------------------
-    def predict(self, image: np.ndarray, *, color: str = "rgb", mode: str = "whole",
+    def predict(self, image: np.ndarray, *, color: str = "rgb", mode: str | None = None,
                 crop: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None,
-                return_scores: bool = False) -> Prediction:
+                return_scores: bool = False, protocol: str = "grid",
+                test_scale: str | Sequence[int] | None = None) -> Prediction:
         """Segment one ``(H, W, 3)`` uint8 image.
 
         Args:
             color: channel order of ``image``, ``"rgb"`` or ``"bgr"`` (OpenCV).
-            mode: ``"whole"``: one network input (padded, or downscaled to a fixed-size graph);
-                ``"slide"``: ``crop`` windows every ``stride`` pixels, scores averaged where
-                windows overlap.
-            crop, stride: slide windows (int or (h, w)), multiples of the patch size; default:
-                :meth:`default_crop` and two thirds of it.
+            mode: ``protocol="grid"`` only: ``"whole"`` (default): one network input (padded,
+                or downscaled to a fixed-size graph); ``"slide"``: ``crop`` windows every
+                ``stride`` pixels, scores averaged on the token grid where windows overlap.
+            crop, stride: slide windows (int or (h, w)). ``grid``: multiples of the patch size,
+                default :meth:`default_crop` and two thirds of it on the patch; ``mmseg``: any
+                pixel sizes, default the model's protocol facts (see :meth:`protocol_spec`).
             return_scores: also return the ``(K, H, W)`` class scores.
+            protocol: ``"grid"`` (fast, the default) or ``"mmseg"``: the papers' evaluation
+                pipeline (keep-ratio resize to ``test_scale``, windows at pixel offsets averaged
+                in pixel space; see :mod:`.protocol` and docs/protocols.md).
+            test_scale: ``mmseg`` only: keep-ratio resize bound ``(w, h)``, e.g. ``(2048, 512)``,
+                or ``"none"``; default: the model's protocol facts, else no resize.
         """
         _check_image(image)
         return self.predict_batch([image], color=color, mode=mode, crop=crop, stride=stride,
-                                  return_scores=return_scores)[0]
+                                  return_scores=return_scores, protocol=protocol,
+                                  test_scale=test_scale)[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray], *, color: str = "rgb", mode: str = "whole",
+    def predict_batch(self, images: Sequence[np.ndarray], *, color: str = "rgb", mode: str | None = None,
                       crop: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None,
-                      return_scores: bool = False) -> list[Prediction]:
+                      return_scores: bool = False, protocol: str = "grid",
+                      test_scale: str | Sequence[int] | None = None) -> list[Prediction]:
         """Segment several images (sizes may differ); windows of the same size share batches."""
         if color not in COLORS:
             raise ValueError(f"unknown color {color!r}; use 'rgb' or 'bgr'")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+        if protocol == "mmseg":
+            if mode not in (None, "slide"):
+                raise ValueError(f"mode {mode!r} does not apply to protocol='mmseg' (it always slides)")
+            spec = self.protocol_spec(crop=crop, stride=stride, test_scale=test_scale)
+            return [self._predict_mmseg(image, spec, color, return_scores, i if len(images) > 1 else None)
+                    for i, image in enumerate(images)]
+        if test_scale is not None:
+            raise ValueError("test_scale applies to protocol='mmseg' only")
+        mode = mode or "whole"
         if len(images) == 0:
             return []
         meta = self.metadata
@@ -247,6 +277,22 @@ class Segmenter:
             results.append(Prediction(labels=labels, scores=scores, keep_ratio=ratio, keep_counts=keep,
                                       windows=len(plan.windows), timing=timings[i]))
         return results
+
+    def _predict_mmseg(self, image: np.ndarray, spec: SlideSpec, color: str, return_scores: bool,
+                       index: int | None) -> Prediction:
+        _check_image(image, index)
+        rgb = image[..., ::-1] if color == "bgr" else image
+        batch = self.backend.batch or self.max_batch
+
+        def run(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            parts = [self._run(list(inputs[i:i + batch]), batch) for i in range(0, len(inputs), batch)]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+        result = slide_inference(rgb, spec, self.metadata.mean, self.metadata.std, run,
+                                 input_size=self.input_size, return_scores=return_scores)
+        return Prediction(labels=result.labels, scores=result.scores, keep_ratio=result.keep_ratio,
+                          keep_counts=result.keep_counts, windows=len(result.windows),
+                          timing=Timing(**result.timing_ms))
 
     def _run(self, views: list[np.ndarray], batch: int) -> tuple[np.ndarray, np.ndarray]:
         count = len(views)
