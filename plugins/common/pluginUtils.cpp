@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "common/pluginUtils.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -66,6 +68,41 @@ bool isParserStringField(nvinfer1::PluginField const& field) noexcept
 {
     return field.name != nullptr
         && (std::strcmp(field.name, "plugin_namespace") == 0 || std::strcmp(field.name, "plugin_version") == 0);
+}
+
+std::map<std::string, double> readNumericFields(
+    nvinfer1::PluginFieldCollection const* fc, std::vector<std::string> const& known, std::string const& plugin)
+{
+    std::map<std::string, double> values;
+    for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
+    {
+        nvinfer1::PluginField const& field = fc->fields[i];
+        check(field.name != nullptr, plugin + ": unnamed plugin field");
+        if (isParserStringField(field))
+        {
+            continue;
+        }
+        if (std::find(known.begin(), known.end(), field.name) == known.end())
+        {
+            std::string expected;
+            for (std::string const& name : known)
+            {
+                expected += (expected.empty() ? "" : ", ") + name;
+            }
+            throw PluginError(plugin + ": unknown field '" + field.name + "'; expected "
+                + (expected.empty() ? std::string("none (the op has no attributes)") : expected));
+        }
+        values[field.name] = readNumericField(field, plugin);
+    }
+    return values;
+}
+
+int32_t toInt32Field(double value, char const* name, std::string const& plugin)
+{
+    check(value == std::floor(value) && value >= std::numeric_limits<int32_t>::min()
+            && value <= std::numeric_limits<int32_t>::max(),
+        plugin + ": field '" + name + "' = " + std::to_string(value) + " is not an int32 value");
+    return static_cast<int32_t>(value);
 }
 
 TokenType toTokenType(nvinfer1::DataType type, std::string const& plugin)

@@ -10,6 +10,7 @@
 #include <NvInferRuntime.h>
 
 #include <cstdint>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -33,16 +34,6 @@ void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 //! Log through TensorRT's logger (the one of the current engine/builder) or stderr without one.
 void logMessage(nvinfer1::ILogger::Severity severity, std::string const& message) noexcept;
 
-inline void logError(std::string const& where, std::exception const& e) noexcept
-{
-    logMessage(nvinfer1::ILogger::Severity::kERROR, where + ": " + e.what());
-}
-
-inline void logUnknownError(std::string const& where) noexcept
-{
-    logMessage(nvinfer1::ILogger::Severity::kERROR, where + ": unknown exception");
-}
-
 //! Throw a PluginError naming the plugin and the failed condition.
 inline void check(bool condition, std::string const& message)
 {
@@ -52,12 +43,51 @@ inline void check(bool condition, std::string const& message)
     }
 }
 
+//! Run `body` inside a noexcept TensorRT entry point: a thrown error is logged as coming from
+//! `plugin::method` and `onError` is returned instead (TensorRT reports failure through return
+//! values; an exception must never cross into TensorRT).
+template <typename Result, typename Body>
+Result guarded(char const* plugin, char const* method, Result onError, Body&& body) noexcept
+{
+    try
+    {
+        return body();
+    }
+    catch (std::exception const& e)
+    {
+        logMessage(nvinfer1::ILogger::Severity::kERROR, std::string(plugin) + "::" + method + ": " + e.what());
+    }
+    catch (...)
+    {
+        logMessage(nvinfer1::ILogger::Severity::kERROR, std::string(plugin) + "::" + method + ": unknown exception");
+    }
+    return onError;
+}
+
+//! A plugin field the creator declares (the ONNX parser looks these names up on the node).
+struct FieldSpec
+{
+    char const* name;
+    nvinfer1::PluginFieldType type;
+};
+
 //! Field value as a number, whatever numeric type the producer chose (the ONNX parser passes INT
 //! attributes as kINT32 and FLOAT as kFLOAT32, but hand-built networks may use 64-bit types).
 double readNumericField(nvinfer1::PluginField const& field, std::string const& plugin);
 
-//! True for the string fields the ONNX parser forwards from the node's attributes.
+//! True for the string fields a network builder may forward from the node's attributes. TensorRT's
+//! ONNX parser consumes them itself (it passes only the creator's declared fields), but other
+//! producers pass every attribute.
 bool isParserStringField(nvinfer1::PluginField const& field) noexcept;
+
+//! The numeric fields of `fc` by name. A field not in `known` (other than the parser's string
+//! fields) is an error naming the expected ones; a missing field is simply absent from the map
+//! (the ONNX parser skips attributes a node does not have).
+std::map<std::string, double> readNumericFields(
+    nvinfer1::PluginFieldCollection const* fc, std::vector<std::string> const& known, std::string const& plugin);
+
+//! An int32 attribute value read as a double, or a PluginError naming it.
+int32_t toInt32Field(double value, char const* name, std::string const& plugin);
 
 //! Token element type, or a PluginError naming the unsupported TensorRT type.
 TokenType toTokenType(nvinfer1::DataType type, std::string const& plugin);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// Host-only smoke test of the plugin library: dlopen it the way TensorRT's loadLibrary does, find
-// the creators, create/clone plugins from fields and check their serialised fields and format
-// rules. Needs TensorRT headers to build but neither TensorRT nor a GPU to run.
+// Host-only smoke test of the plugin library as shipped: dlopen it the way TensorRT's loadLibrary
+// does, find the creators, create/clone plugins from fields and check their serialised fields and
+// format rules. The glue's full contract is tested in plugin_contract_test.cpp. Needs TensorRT headers to build but neither TensorRT nor a GPU to run.
 #include <NvInferRuntime.h>
 
 #include <cstdio>
@@ -104,7 +104,7 @@ int main(int argc, char** argv)
     delete plugin; // the clone must not point into the original
     auto* runtime = static_cast<IPluginV3OneRuntime*>(copy->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
     PluginFieldCollection const* saved = runtime->getFieldsToSerialize();
-    bool fieldsOk = saved != nullptr && saved->nbFields == 3;
+    bool fieldsOk = saved != nullptr && saved->nbFields == 4;
     for (int32_t i = 0; fieldsOk && i < saved->nbFields; ++i)
     {
         std::string const name = saved->fields[i].name;
@@ -116,12 +116,16 @@ int main(int argc, char** argv)
         {
             fieldsOk = *static_cast<int32_t const*>(saved->fields[i].data) == 5;
         }
+        else if (name == "max_tokens")
+        {
+            fieldsOk = *static_cast<int32_t const*>(saved->fields[i].data) == 0; // not given: 0
+        }
         else
         {
             fieldsOk = name == "num_classes" && *static_cast<int32_t const*>(saved->fields[i].data) == 150;
         }
     }
-    expect(fieldsOk, "clone serialises threshold, context_topk, num_classes");
+    expect(fieldsOk, "clone serialises threshold, context_topk, num_classes, max_tokens");
 
     // Round trip: a plugin created from the serialised fields (runtime phase) serialises the same.
     IPluginV3* restored = split->createPlugin("split", saved, TensorRTPhase::kRUNTIME);

@@ -3,7 +3,6 @@
 
 #include "tokenReconstructPlugin/tokenReconstructKernel.h"
 
-#include <memory>
 #include <string>
 
 using namespace nvinfer1;
@@ -12,7 +11,16 @@ namespace dtp
 {
 namespace
 {
-constexpr char const* kWHO = "TokenReconstruct";
+
+constexpr char const* kWHO = TokenReconstructPlugin::kPLUGIN_NAME;
+
+void checkCounts(int32_t nbInputs, int32_t nbOutputs)
+{
+    check(nbInputs == TokenReconstructPlugin::kNB_INPUTS && nbOutputs == TokenReconstructPlugin::kNB_OUTPUTS,
+        std::string(kWHO) + ": expected 3 inputs and 1 output, got " + std::to_string(nbInputs) + " and "
+            + std::to_string(nbOutputs));
+}
+
 } // namespace
 
 TokenReconstructPlugin::TokenReconstructPlugin()
@@ -21,137 +29,54 @@ TokenReconstructPlugin::TokenReconstructPlugin()
 }
 
 TokenReconstructPlugin::TokenReconstructPlugin(TokenReconstructPlugin const& other)
-    : IPluginV3(other)
-    , IPluginV3OneCore(other)
-    , IPluginV3OneBuild(other)
-    , IPluginV3OneRuntime(other)
+    : PluginBase(other)
 {
     mFields.refresh();
 }
 
-// IPluginV3
-
-IPluginCapability* TokenReconstructPlugin::getCapabilityInterface(PluginCapabilityType type) noexcept
+std::unique_ptr<TokenReconstructPlugin> TokenReconstructPlugin::create(std::map<std::string, double> const& /*fields*/)
 {
-    try
-    {
-        switch (type)
-        {
-        case PluginCapabilityType::kCORE: return static_cast<IPluginV3OneCore*>(this);
-        case PluginCapabilityType::kBUILD: return static_cast<IPluginV3OneBuild*>(this);
-        case PluginCapabilityType::kRUNTIME: return static_cast<IPluginV3OneRuntime*>(this);
-        }
-        throw PluginError(std::string(kWHO) + ": unknown capability " + std::to_string(static_cast<int32_t>(type)));
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenReconstruct::getCapabilityInterface", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenReconstruct::getCapabilityInterface");
-    }
-    return nullptr;
-}
-
-IPluginV3* TokenReconstructPlugin::clone() noexcept
-{
-    try
-    {
-        return std::make_unique<TokenReconstructPlugin>(*this).release();
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenReconstruct::clone", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenReconstruct::clone");
-    }
-    return nullptr;
-}
-
-// IPluginV3OneCore
-
-char const* TokenReconstructPlugin::getPluginName() const noexcept
-{
-    return kPLUGIN_NAME;
-}
-
-char const* TokenReconstructPlugin::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-char const* TokenReconstructPlugin::getPluginNamespace() const noexcept
-{
-    return kPLUGIN_NAMESPACE;
+    return std::make_unique<TokenReconstructPlugin>();
 }
 
 // IPluginV3OneBuild
 
-int32_t TokenReconstructPlugin::getNbOutputs() const noexcept
-{
-    return kNB_OUTPUTS;
-}
-
 int32_t TokenReconstructPlugin::getOutputDataTypes(
     DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
-    try
-    {
-        check(nbInputs == kNB_INPUTS && nbOutputs == kNB_OUTPUTS,
-            std::string(kWHO) + ": expected 3 inputs and 1 output, got " + std::to_string(nbInputs) + " and "
-                + std::to_string(nbOutputs));
+    return guarded(kWHO, "getOutputDataTypes", -1, [&]() {
+        checkCounts(nbInputs, nbOutputs);
         toTokenType(inputTypes[kBASE_IDX], kWHO);
         check(inputTypes[kUPDATES_IDX] == inputTypes[kBASE_IDX],
             std::string(kWHO) + ": updates must have the type of base (cast it in the graph)");
+        check(inputTypes[kINDEX_IDX] == DataType::kINT32, std::string(kWHO) + ": index must be int32");
         outputTypes[kOUT_IDX] = inputTypes[kBASE_IDX];
         return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenReconstruct::getOutputDataTypes", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenReconstruct::getOutputDataTypes");
-    }
-    return -1;
+    });
 }
 
 int32_t TokenReconstructPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs,
     DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/, DimsExprs* outputs, int32_t nbOutputs,
     IExprBuilder& /*exprBuilder*/) noexcept
 {
-    try
-    {
-        check(nbInputs == kNB_INPUTS && nbOutputs == kNB_OUTPUTS, std::string(kWHO) + ": expected 3 inputs and 1 output");
+    return guarded(kWHO, "getOutputShapes", -1, [&]() {
+        checkCounts(nbInputs, nbOutputs);
         check(inputs[kBASE_IDX].nbDims == 3 && inputs[kUPDATES_IDX].nbDims == 3 && inputs[kINDEX_IDX].nbDims == 2,
             std::string(kWHO) + ": expected base [B, N, D], updates [B, M, D], index [B, M]; got ranks "
                 + std::to_string(inputs[kBASE_IDX].nbDims) + ", " + std::to_string(inputs[kUPDATES_IDX].nbDims) + ", "
                 + std::to_string(inputs[kINDEX_IDX].nbDims));
+        // The output is base's shape: M (possibly a size tensor) never reaches it.
         outputs[kOUT_IDX] = inputs[kBASE_IDX];
         return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenReconstruct::getOutputShapes", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenReconstruct::getOutputShapes");
-    }
-    return -1;
+    });
 }
 
 bool TokenReconstructPlugin::supportsFormatCombination(
     int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        check(nbInputs == kNB_INPUTS && nbOutputs == kNB_OUTPUTS && pos >= 0 && pos < nbInputs + nbOutputs,
-            std::string(kWHO) + ": bad position " + std::to_string(pos));
+    return guarded(kWHO, "supportsFormatCombination", false, [&]() {
+        checkCounts(nbInputs, nbOutputs);
+        check(pos >= 0 && pos < nbInputs + nbOutputs, std::string(kWHO) + ": bad position " + std::to_string(pos));
         PluginTensorDesc const& desc = inOut[pos].desc;
         if (desc.format != TensorFormat::kLINEAR)
         {
@@ -165,24 +90,14 @@ bool TokenReconstructPlugin::supportsFormatCombination(
         case kNB_INPUTS + kOUT_IDX: return desc.type == inOut[kBASE_IDX].desc.type;
         }
         return false;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenReconstruct::supportsFormatCombination", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenReconstruct::supportsFormatCombination");
-    }
-    return false;
+    });
 }
 
 int32_t TokenReconstructPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        check(nbInputs == kNB_INPUTS && nbOutputs == kNB_OUTPUTS, std::string(kWHO) + ": expected 3 inputs and 1 output");
+    return guarded(kWHO, "configurePlugin", -1, [&]() {
+        checkCounts(nbInputs, nbOutputs);
         Dims const& base = in[kBASE_IDX].desc.dims;
         Dims const& updates = in[kUPDATES_IDX].desc.dims;
         Dims const& index = in[kINDEX_IDX].desc.dims;
@@ -191,51 +106,27 @@ int32_t TokenReconstructPlugin::configurePlugin(
                 && same(updates.d[1], index.d[1]),
             std::string(kWHO) + ": shapes do not match base [B, N, D], updates [B, M, D], index [B, M]");
         return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenReconstruct::configurePlugin", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenReconstruct::configurePlugin");
-    }
-    return -1;
+    });
 }
 
-size_t TokenReconstructPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t /*nbInputs*/,
-    DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
+size_t TokenReconstructPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    DynamicPluginTensorDesc const* /*outputs*/, int32_t nbOutputs) const noexcept
 {
-    try
-    {
+    return guarded(kWHO, "getWorkspaceSize", size_t{0}, [&]() {
+        checkCounts(nbInputs, nbOutputs);
+        // base is the full sequence (never a size tensor), so its max dims are known.
         Dims const& maxDims = inputs[kBASE_IDX].max;
         return tokenReconstructWorkspaceSize(
             toInt32Dim(maxDims.d[0], "max batch", kWHO), toInt32Dim(maxDims.d[1], "max N", kWHO));
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenReconstruct::getWorkspaceSize", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenReconstruct::getWorkspaceSize");
-    }
-    return 0;
+    });
 }
 
 // IPluginV3OneRuntime
 
-int32_t TokenReconstructPlugin::onShapeChange(
-    PluginTensorDesc const* /*in*/, int32_t /*nbInputs*/, PluginTensorDesc const* /*out*/, int32_t /*nbOutputs*/) noexcept
-{
-    return 0;
-}
-
 int32_t TokenReconstructPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
     void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
-    try
-    {
+    return guarded(kWHO, "enqueue", -1, [&]() {
         Dims const& base = inputDesc[kBASE_IDX].dims;
         TokenReconstructParams p;
         p.batch = toInt32Dim(base.d[0], "B", kWHO);
@@ -251,78 +142,7 @@ int32_t TokenReconstructPlugin::enqueue(PluginTensorDesc const* inputDesc, Plugi
         cudaError_t const status = tokenReconstruct(p, stream);
         check(status == cudaSuccess, std::string(kWHO) + ": kernel launch failed: " + cudaGetErrorString(status));
         return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenReconstruct::enqueue", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenReconstruct::enqueue");
-    }
-    return -1;
-}
-
-IPluginV3* TokenReconstructPlugin::attachToContext(IPluginResourceContext* /*context*/) noexcept
-{
-    return clone();
-}
-
-PluginFieldCollection const* TokenReconstructPlugin::getFieldsToSerialize() noexcept
-{
-    return &mFields.collection;
-}
-
-// Creator
-
-TokenReconstructPluginCreator::TokenReconstructPluginCreator()
-{
-    mFieldNames.refresh();
-}
-
-char const* TokenReconstructPluginCreator::getPluginName() const noexcept
-{
-    return TokenReconstructPlugin::kPLUGIN_NAME;
-}
-
-char const* TokenReconstructPluginCreator::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-char const* TokenReconstructPluginCreator::getPluginNamespace() const noexcept
-{
-    return kPLUGIN_NAMESPACE;
-}
-
-PluginFieldCollection const* TokenReconstructPluginCreator::getFieldNames() noexcept
-{
-    return &mFieldNames.collection;
-}
-
-IPluginV3* TokenReconstructPluginCreator::createPlugin(
-    char const* /*name*/, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
-{
-    try
-    {
-        for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
-        {
-            PluginField const& field = fc->fields[i];
-            check(field.name != nullptr, std::string(kWHO) + ": unnamed plugin field");
-            check(isParserStringField(field),
-                std::string(kWHO) + ": unknown field '" + field.name + "'; the op has no attributes");
-        }
-        return std::make_unique<TokenReconstructPlugin>().release();
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenReconstructCreator::createPlugin", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenReconstructCreator::createPlugin");
-    }
-    return nullptr;
+    });
 }
 
 } // namespace dtp

@@ -5,19 +5,20 @@
 #ifndef DTP_PLUGINS_TOKEN_RECONSTRUCT_PLUGIN_H
 #define DTP_PLUGINS_TOKEN_RECONSTRUCT_PLUGIN_H
 
-#include "common/pluginUtils.h"
+#include "common/pluginBase.h"
 
 #include <NvInferRuntime.h>
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
 
 namespace dtp
 {
 
-class TokenReconstructPlugin : public nvinfer1::IPluginV3,
-                               public nvinfer1::IPluginV3OneCore,
-                               public nvinfer1::IPluginV3OneBuild,
-                               public nvinfer1::IPluginV3OneRuntime
+class TokenReconstructPlugin : public PluginBase<TokenReconstructPlugin>
 {
 public:
     static constexpr char const* kPLUGIN_NAME = "TokenReconstruct";
@@ -30,22 +31,14 @@ public:
     static constexpr int32_t kOUT_IDX = 0;
     static constexpr int32_t kNB_OUTPUTS = 1;
 
+    static constexpr std::array<FieldSpec, 0> kFIELDS{}; //!< the op has no attributes
+
     TokenReconstructPlugin();
     TokenReconstructPlugin(TokenReconstructPlugin const& other);
-    TokenReconstructPlugin& operator=(TokenReconstructPlugin const&) = delete;
-    ~TokenReconstructPlugin() override = default;
 
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
+    static std::unique_ptr<TokenReconstructPlugin> create(std::map<std::string, double> const& fields);
 
     // IPluginV3OneBuild
-    int32_t getNbOutputs() const noexcept override;
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
         nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
@@ -59,33 +52,11 @@ public:
         nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
 
     // IPluginV3OneRuntime
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
-
-private:
-    FieldCollection mFields; //!< empty: the op has no attributes
 };
 
-class TokenReconstructPluginCreator : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    TokenReconstructPluginCreator();
-    ~TokenReconstructPluginCreator() override = default;
-
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-
-private:
-    FieldCollection mFieldNames;
-};
+using TokenReconstructPluginCreator = PluginCreatorBase<TokenReconstructPlugin>;
 
 } // namespace dtp
 

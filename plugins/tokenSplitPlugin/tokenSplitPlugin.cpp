@@ -4,8 +4,6 @@
 #include "tokenSplitPlugin/tokenSplitKernel.h"
 
 #include <cmath>
-#include <cstring>
-#include <memory>
 #include <string>
 
 using namespace nvinfer1;
@@ -15,10 +13,7 @@ namespace dtp
 namespace
 {
 
-constexpr char const* kWHO = "TokenSplit";
-constexpr char const* kFIELD_THRESHOLD = "threshold";
-constexpr char const* kFIELD_CONTEXT_TOPK = "context_topk";
-constexpr char const* kFIELD_NUM_CLASSES = "num_classes";
+constexpr char const* kWHO = TokenSplitPlugin::kPLUGIN_NAME;
 
 //! Bytes in front of the per-image counts inside the plugin workspace.
 size_t countsOffset(int32_t batch, int32_t numTokens, int32_t numClasses) noexcept
@@ -26,159 +21,133 @@ size_t countsOffset(int32_t batch, int32_t numTokens, int32_t numClasses) noexce
     return alignUp(tokenSplitWorkspaceSize(batch, numTokens, numClasses));
 }
 
-void checkAttributes(float threshold, int32_t contextTopk, int32_t numClasses)
+void checkAttributes(float threshold, int32_t contextTopk, int32_t numClasses, int32_t maxTokens)
 {
     check(!std::isnan(threshold), std::string(kWHO) + ": threshold is NaN");
     check(contextTopk >= 0, std::string(kWHO) + ": context_topk = " + std::to_string(contextTopk) + "; expected >= 0");
     check(numClasses >= 0, std::string(kWHO) + ": num_classes = " + std::to_string(numClasses) + "; expected >= 0");
+    check(maxTokens >= 0,
+        std::string(kWHO) + ": max_tokens = " + std::to_string(maxTokens) + "; expected >= 0 (0 = not given)");
     check(contextTopk == 0 || numClasses > 0,
         std::string(kWHO) + ": context_topk = " + std::to_string(contextTopk)
             + " needs num_classes > 0 (the kernel keeps per-class state)");
 }
 
+void checkCounts(int32_t nbInputs, int32_t nbOutputs)
+{
+    check(nbInputs == TokenSplitPlugin::kNB_INPUTS && nbOutputs == TokenSplitPlugin::kNB_OUTPUTS,
+        std::string(kWHO) + ": expected 4 inputs and 3 outputs, got " + std::to_string(nbInputs) + " and "
+            + std::to_string(nbOutputs));
+}
+
+IDimensionExpr const* checked(IDimensionExpr const* expr, char const* what)
+{
+    check(expr != nullptr, std::string(kWHO) + ": the expression builder refused " + what);
+    return expr;
+}
+
 } // namespace
 
-TokenSplitPlugin::TokenSplitPlugin(float threshold, int32_t contextTopk, int32_t numClasses)
+TokenSplitPlugin::TokenSplitPlugin(float threshold, int32_t contextTopk, int32_t numClasses, int32_t maxTokens)
     : mThreshold(threshold)
     , mContextTopk(contextTopk)
     , mNumClasses(numClasses)
+    , mMaxTokens(maxTokens)
 {
-    checkAttributes(threshold, contextTopk, numClasses);
+    checkAttributes(threshold, contextTopk, numClasses, maxTokens);
     initFields();
 }
 
 TokenSplitPlugin::TokenSplitPlugin(TokenSplitPlugin const& other)
-    : IPluginV3(other)
-    , IPluginV3OneCore(other)
-    , IPluginV3OneBuild(other)
-    , IPluginV3OneRuntime(other)
+    : PluginBase(other)
     , mThreshold(other.mThreshold)
     , mContextTopk(other.mContextTopk)
     , mNumClasses(other.mNumClasses)
+    , mMaxTokens(other.mMaxTokens)
 {
-    // The field records point at members: they must point at this copy's, not the original's.
     initFields();
+}
+
+std::unique_ptr<TokenSplitPlugin> TokenSplitPlugin::create(std::map<std::string, double> const& fields)
+{
+    auto const get = [&](char const* name) {
+        auto const it = fields.find(name);
+        return it == fields.end() ? 0 : toInt32Field(it->second, name, kWHO);
+    };
+    auto const threshold = fields.find("threshold");
+    check(threshold != fields.end(), std::string(kWHO) + ": missing required field 'threshold'");
+    return std::make_unique<TokenSplitPlugin>(
+        static_cast<float>(threshold->second), get("context_topk"), get("num_classes"), get("max_tokens"));
 }
 
 void TokenSplitPlugin::initFields()
 {
+    // Serialised in kFIELDS order, with kFIELDS types: the runtime phase reads them back through
+    // the creator like any other field collection.
     mFields.fields.clear();
-    mFields.fields.emplace_back(kFIELD_THRESHOLD, &mThreshold, PluginFieldType::kFLOAT32, 1);
-    mFields.fields.emplace_back(kFIELD_CONTEXT_TOPK, &mContextTopk, PluginFieldType::kINT32, 1);
-    mFields.fields.emplace_back(kFIELD_NUM_CLASSES, &mNumClasses, PluginFieldType::kINT32, 1);
+    mFields.fields.emplace_back(kFIELDS[0].name, &mThreshold, kFIELDS[0].type, 1);
+    mFields.fields.emplace_back(kFIELDS[1].name, &mContextTopk, kFIELDS[1].type, 1);
+    mFields.fields.emplace_back(kFIELDS[2].name, &mNumClasses, kFIELDS[2].type, 1);
+    mFields.fields.emplace_back(kFIELDS[3].name, &mMaxTokens, kFIELDS[3].type, 1);
     mFields.refresh();
-}
-
-// IPluginV3
-
-IPluginCapability* TokenSplitPlugin::getCapabilityInterface(PluginCapabilityType type) noexcept
-{
-    try
-    {
-        switch (type)
-        {
-        case PluginCapabilityType::kCORE: return static_cast<IPluginV3OneCore*>(this);
-        case PluginCapabilityType::kBUILD: return static_cast<IPluginV3OneBuild*>(this);
-        case PluginCapabilityType::kRUNTIME: return static_cast<IPluginV3OneRuntime*>(this);
-        }
-        throw PluginError(std::string(kWHO) + ": unknown capability " + std::to_string(static_cast<int32_t>(type)));
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenSplit::getCapabilityInterface", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenSplit::getCapabilityInterface");
-    }
-    return nullptr;
-}
-
-IPluginV3* TokenSplitPlugin::clone() noexcept
-{
-    try
-    {
-        return std::make_unique<TokenSplitPlugin>(*this).release();
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenSplit::clone", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenSplit::clone");
-    }
-    return nullptr;
-}
-
-// IPluginV3OneCore
-
-char const* TokenSplitPlugin::getPluginName() const noexcept
-{
-    return kPLUGIN_NAME;
-}
-
-char const* TokenSplitPlugin::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-char const* TokenSplitPlugin::getPluginNamespace() const noexcept
-{
-    return kPLUGIN_NAMESPACE;
 }
 
 // IPluginV3OneBuild
 
-int32_t TokenSplitPlugin::getNbOutputs() const noexcept
-{
-    return kNB_OUTPUTS;
-}
-
 int32_t TokenSplitPlugin::getOutputDataTypes(
     DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
-    try
-    {
-        check(nbInputs == kNB_INPUTS && nbOutputs == kNB_OUTPUTS,
-            std::string(kWHO) + ": expected 4 inputs and 3 outputs, got " + std::to_string(nbInputs) + " and "
-                + std::to_string(nbOutputs));
+    return guarded(kWHO, "getOutputDataTypes", -1, [&]() {
+        checkCounts(nbInputs, nbOutputs);
         toTokenType(inputTypes[kTOKENS_IDX], kWHO); // refuses anything but float/half up front
         outputTypes[kKEPT_TOKENS_IDX] = inputTypes[kTOKENS_IDX];
         outputTypes[kKEPT_INDEX_IDX] = DataType::kINT32;
-        outputTypes[kKEPT_COUNT_IDX] = DataType::kINT64; // size tensors are INT64 scalars
+        // INT64 as in NVIDIA's sampleNonZeroPlugin, which ships and runs (DESIGN.md section 3).
+        outputTypes[kKEPT_COUNT_IDX] = DataType::kINT64;
         return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenSplit::getOutputDataTypes", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenSplit::getOutputDataTypes");
-    }
-    return -1;
+    });
 }
 
 int32_t TokenSplitPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* /*shapeInputs*/,
     int32_t /*nbShapeInputs*/, DimsExprs* outputs, int32_t nbOutputs, IExprBuilder& exprBuilder) noexcept
 {
-    try
-    {
-        check(nbInputs == kNB_INPUTS && nbOutputs == kNB_OUTPUTS, std::string(kWHO) + ": expected 4 inputs and 3 outputs");
+    return guarded(kWHO, "getOutputShapes", -1, [&]() {
+        checkCounts(nbInputs, nbOutputs);
         check(inputs[kTOKENS_IDX].nbDims == 3,
             std::string(kWHO) + ": tokens must be [B, N, C], got rank " + std::to_string(inputs[kTOKENS_IDX].nbDims));
         for (int32_t i : {kCONFIDENCE_IDX, kLABEL_IDX, kINDEX_IDX})
         {
-            check(inputs[i].nbDims == 2, std::string(kWHO) + ": input " + std::to_string(i) + " must be [B, N], got rank "
-                    + std::to_string(inputs[i].nbDims));
+            check(inputs[i].nbDims == 2, std::string(kWHO) + ": input " + std::to_string(i)
+                    + " must be [B, N], got rank " + std::to_string(inputs[i].nbDims));
         }
         IDimensionExpr const* batch = inputs[kTOKENS_IDX].d[0];
-        IDimensionExpr const* upper = inputs[kTOKENS_IDX].d[1];
+        IDimensionExpr const* width = inputs[kTOKENS_IDX].d[1];
+        // TensorRT: the size tensor's opt must not depend on a size tensor, and its upper bound
+        // sizes the output buffers. From the second split on, the width N is the previous split's
+        // size tensor, so the bound is the grid's token count, an attribute of the node.
+        IDimensionExpr const* upper = nullptr;
+        if (mMaxTokens > 0)
+        {
+            check(!width->isConstant() || width->getConstantValue() <= mMaxTokens,
+                std::string(kWHO) + ": the input has " + std::to_string(width->getConstantValue())
+                    + " tokens, more than max_tokens = " + std::to_string(mMaxTokens)
+                    + "; re-export the graph at this input size");
+            upper = checked(exprBuilder.constant(mMaxTokens), "constant(max_tokens)");
+        }
+        else
+        {
+            check(!width->isSizeTensor(),
+                std::string(kWHO) + ": the input width is data-dependent (a split after a split) and the node has "
+                    "no max_tokens attribute; re-export the graph with a fixed input size (dtp-export without "
+                    "--dynamic-shape) so that the exporter writes it");
+            upper = width;
+        }
         // Optimisation point: half the tokens kept, roughly what the pruned stages see.
-        IDimensionExpr const* opt = exprBuilder.operation(DimensionOperation::kCEIL_DIV, *upper, *exprBuilder.constant(2));
-        IDimensionExpr const* kept = exprBuilder.declareSizeTensor(kKEPT_COUNT_IDX, *opt, *upper);
-        check(kept != nullptr, std::string(kWHO) + ": declareSizeTensor failed");
+        IDimensionExpr const* opt = checked(
+            exprBuilder.operation(DimensionOperation::kCEIL_DIV, *upper, *checked(exprBuilder.constant(2), "constant(2)")),
+            "the opt expression ceil(bound / 2)");
+        IDimensionExpr const* kept
+            = checked(exprBuilder.declareSizeTensor(kKEPT_COUNT_IDX, *opt, *upper), "declareSizeTensor");
 
         outputs[kKEPT_TOKENS_IDX].nbDims = 3;
         outputs[kKEPT_TOKENS_IDX].d[0] = batch;
@@ -189,25 +158,15 @@ int32_t TokenSplitPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInp
         outputs[kKEPT_INDEX_IDX].d[1] = kept;
         outputs[kKEPT_COUNT_IDX].nbDims = 0;
         return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenSplit::getOutputShapes", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenSplit::getOutputShapes");
-    }
-    return -1;
+    });
 }
 
 bool TokenSplitPlugin::supportsFormatCombination(
     int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        check(nbInputs == kNB_INPUTS && nbOutputs == kNB_OUTPUTS && pos >= 0 && pos < nbInputs + nbOutputs,
-            std::string(kWHO) + ": bad position " + std::to_string(pos));
+    return guarded(kWHO, "supportsFormatCombination", false, [&]() {
+        checkCounts(nbInputs, nbOutputs);
+        check(pos >= 0 && pos < nbInputs + nbOutputs, std::string(kWHO) + ": bad position " + std::to_string(pos));
         PluginTensorDesc const& desc = inOut[pos].desc;
         if (desc.format != TensorFormat::kLINEAR)
         {
@@ -224,24 +183,14 @@ bool TokenSplitPlugin::supportsFormatCombination(
         case kNB_INPUTS + kKEPT_COUNT_IDX: return desc.type == DataType::kINT64;
         }
         return false;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenSplit::supportsFormatCombination", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenSplit::supportsFormatCombination");
-    }
-    return false;
+    });
 }
 
 int32_t TokenSplitPlugin::configurePlugin(
     DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        check(nbInputs == kNB_INPUTS && nbOutputs == kNB_OUTPUTS, std::string(kWHO) + ": expected 4 inputs and 3 outputs");
+    return guarded(kWHO, "configurePlugin", -1, [&]() {
+        checkCounts(nbInputs, nbOutputs);
         // Where both are known at build time, [B, N] of the per-token inputs must match the tokens.
         Dims const& tokens = in[kTOKENS_IDX].desc.dims;
         for (int32_t i : {kCONFIDENCE_IDX, kLABEL_IDX, kINDEX_IDX})
@@ -255,57 +204,37 @@ int32_t TokenSplitPlugin::configurePlugin(
             }
         }
         return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenSplit::configurePlugin", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenSplit::configurePlugin");
-    }
-    return -1;
+    });
 }
 
-size_t TokenSplitPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t /*nbInputs*/,
-    DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept
+size_t TokenSplitPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+    DynamicPluginTensorDesc const* /*outputs*/, int32_t nbOutputs) const noexcept
 {
-    try
-    {
+    return guarded(kWHO, "getWorkspaceSize", size_t{0}, [&]() {
+        checkCounts(nbInputs, nbOutputs);
         Dims const& maxDims = inputs[kTOKENS_IDX].max;
         int32_t const batch = toInt32Dim(maxDims.d[0], "max batch", kWHO);
-        int32_t const numTokens = toInt32Dim(maxDims.d[1], "max N", kWHO);
+        // The input's max width is unknown (-1) when it is a previous split's size tensor: the
+        // same static bound as in getOutputShapes.
+        int32_t const numTokens = mMaxTokens > 0 ? mMaxTokens : toInt32Dim(maxDims.d[1], "max N", kWHO);
         return countsOffset(batch, numTokens, mNumClasses) + alignUp(sizeof(int32_t) * static_cast<size_t>(batch));
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenSplit::getWorkspaceSize", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenSplit::getWorkspaceSize");
-    }
-    return 0;
+    });
 }
 
 // IPluginV3OneRuntime
 
-int32_t TokenSplitPlugin::onShapeChange(
-    PluginTensorDesc const* /*in*/, int32_t /*nbInputs*/, PluginTensorDesc const* /*out*/, int32_t /*nbOutputs*/) noexcept
-{
-    return 0;
-}
-
 int32_t TokenSplitPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
     void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
-    try
-    {
+    return guarded(kWHO, "enqueue", -1, [&]() {
         Dims const& dims = inputDesc[kTOKENS_IDX].dims;
         TokenSplitParams p;
         p.batch = toInt32Dim(dims.d[0], "B", kWHO);
         p.numTokens = toInt32Dim(dims.d[1], "N", kWHO);
         p.channels = toInt32Dim(dims.d[2], "C", kWHO);
+        check(mMaxTokens == 0 || p.numTokens <= mMaxTokens,
+            std::string(kWHO) + ": N = " + std::to_string(p.numTokens) + " exceeds max_tokens = "
+                + std::to_string(mMaxTokens) + " (the workspace and outputs are sized for it)");
         p.tokenType = toTokenType(inputDesc[kTOKENS_IDX].type, kWHO);
         p.threshold = mThreshold;
         p.contextTopk = mContextTopk;
@@ -325,108 +254,7 @@ int32_t TokenSplitPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
         cudaError_t const status = tokenSplit(p, stream);
         check(status == cudaSuccess, std::string(kWHO) + ": kernel launch failed: " + cudaGetErrorString(status));
         return 0;
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenSplit::enqueue", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenSplit::enqueue");
-    }
-    return -1;
-}
-
-IPluginV3* TokenSplitPlugin::attachToContext(IPluginResourceContext* /*context*/) noexcept
-{
-    return clone();
-}
-
-PluginFieldCollection const* TokenSplitPlugin::getFieldsToSerialize() noexcept
-{
-    return &mFields.collection;
-}
-
-// Creator
-
-TokenSplitPluginCreator::TokenSplitPluginCreator()
-{
-    mFieldNames.fields.emplace_back(kFIELD_THRESHOLD, nullptr, PluginFieldType::kFLOAT32, 1);
-    mFieldNames.fields.emplace_back(kFIELD_CONTEXT_TOPK, nullptr, PluginFieldType::kINT32, 1);
-    mFieldNames.fields.emplace_back(kFIELD_NUM_CLASSES, nullptr, PluginFieldType::kINT32, 1);
-    mFieldNames.refresh();
-}
-
-char const* TokenSplitPluginCreator::getPluginName() const noexcept
-{
-    return TokenSplitPlugin::kPLUGIN_NAME;
-}
-
-char const* TokenSplitPluginCreator::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-char const* TokenSplitPluginCreator::getPluginNamespace() const noexcept
-{
-    return kPLUGIN_NAMESPACE;
-}
-
-PluginFieldCollection const* TokenSplitPluginCreator::getFieldNames() noexcept
-{
-    return &mFieldNames.collection;
-}
-
-IPluginV3* TokenSplitPluginCreator::createPlugin(
-    char const* /*name*/, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
-{
-    try
-    {
-        check(fc != nullptr, std::string(kWHO) + ": no plugin fields given");
-        bool hasThreshold = false;
-        double threshold = 0.0;
-        double contextTopk = 0.0;
-        double numClasses = 0.0;
-        for (int32_t i = 0; i < fc->nbFields; ++i)
-        {
-            PluginField const& field = fc->fields[i];
-            check(field.name != nullptr, std::string(kWHO) + ": unnamed plugin field");
-            if (std::strcmp(field.name, kFIELD_THRESHOLD) == 0)
-            {
-                threshold = readNumericField(field, kWHO);
-                hasThreshold = true;
-            }
-            else if (std::strcmp(field.name, kFIELD_CONTEXT_TOPK) == 0)
-            {
-                contextTopk = readNumericField(field, kWHO);
-            }
-            else if (std::strcmp(field.name, kFIELD_NUM_CLASSES) == 0)
-            {
-                numClasses = readNumericField(field, kWHO);
-            }
-            else if (!isParserStringField(field))
-            {
-                throw PluginError(std::string(kWHO) + ": unknown field '" + field.name
-                    + "'; expected threshold, context_topk, num_classes");
-            }
-        }
-        check(hasThreshold, std::string(kWHO) + ": missing required field 'threshold'");
-        check(contextTopk == std::floor(contextTopk) && numClasses == std::floor(numClasses) && contextTopk < 2147483648.0
-                && numClasses < 2147483648.0,
-            std::string(kWHO) + ": context_topk and num_classes must be int32 values");
-        return std::make_unique<TokenSplitPlugin>(
-            static_cast<float>(threshold), static_cast<int32_t>(contextTopk), static_cast<int32_t>(numClasses))
-            .release();
-    }
-    catch (std::exception const& e)
-    {
-        logError("TokenSplitCreator::createPlugin", e);
-    }
-    catch (...)
-    {
-        logUnknownError("TokenSplitCreator::createPlugin");
-    }
-    return nullptr;
+    });
 }
 
 } // namespace dtp

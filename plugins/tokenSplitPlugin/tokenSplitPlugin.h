@@ -1,23 +1,26 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // dtp::TokenSplit v1 as an IPluginV3 (DESIGN.md sections 2 and 3). The kept-token count M is
-// data-dependent: it is declared as a size tensor (upper bound N) and written by the kernel.
+// data-dependent: it is declared as a size tensor and written by the kernel. Its bound is the
+// original grid's token count (field `max_tokens`), never the input width: from the second
+// split on, that width is itself a size tensor, which TensorRT refuses as a bound.
 #ifndef DTP_PLUGINS_TOKEN_SPLIT_PLUGIN_H
 #define DTP_PLUGINS_TOKEN_SPLIT_PLUGIN_H
 
-#include "common/pluginUtils.h"
+#include "common/pluginBase.h"
 
 #include <NvInferRuntime.h>
 
+#include <array>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
 
 namespace dtp
 {
 
-class TokenSplitPlugin : public nvinfer1::IPluginV3,
-                         public nvinfer1::IPluginV3OneCore,
-                         public nvinfer1::IPluginV3OneBuild,
-                         public nvinfer1::IPluginV3OneRuntime
+class TokenSplitPlugin : public PluginBase<TokenSplitPlugin>
 {
 public:
     static constexpr char const* kPLUGIN_NAME = "TokenSplit";
@@ -34,22 +37,23 @@ public:
     static constexpr int32_t kKEPT_COUNT_IDX = 2;
     static constexpr int32_t kNB_OUTPUTS = 3;
 
-    TokenSplitPlugin(float threshold, int32_t contextTopk, int32_t numClasses);
+    //! The creator's fields, in the order the ONNX parser will look them up on the node.
+    static constexpr std::array<FieldSpec, 4> kFIELDS{{
+        {"threshold", nvinfer1::PluginFieldType::kFLOAT32},
+        {"context_topk", nvinfer1::PluginFieldType::kINT32},
+        {"num_classes", nvinfer1::PluginFieldType::kINT32},
+        {"max_tokens", nvinfer1::PluginFieldType::kINT32},
+    }};
+
+    //! maxTokens: the original grid's token count (bound of N and M); 0 = unknown, which is
+    //! only buildable where the input width is not a size tensor (the first split).
+    TokenSplitPlugin(float threshold, int32_t contextTopk, int32_t numClasses, int32_t maxTokens);
     TokenSplitPlugin(TokenSplitPlugin const& other);
-    TokenSplitPlugin& operator=(TokenSplitPlugin const&) = delete;
-    ~TokenSplitPlugin() override = default;
 
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
+    //! From parsed fields (see kFIELDS); `threshold` is required, the rest default to 0.
+    static std::unique_ptr<TokenSplitPlugin> create(std::map<std::string, double> const& fields);
 
     // IPluginV3OneBuild
-    int32_t getNbOutputs() const noexcept override;
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
         nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override;
     int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
@@ -63,12 +67,8 @@ public:
         nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
 
     // IPluginV3OneRuntime
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
 private:
     void initFields();
@@ -76,25 +76,10 @@ private:
     float mThreshold;
     int32_t mContextTopk;
     int32_t mNumClasses;
-    FieldCollection mFields;
+    int32_t mMaxTokens;
 };
 
-class TokenSplitPluginCreator : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    TokenSplitPluginCreator();
-    ~TokenSplitPluginCreator() override = default;
-
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-
-private:
-    FieldCollection mFieldNames;
-};
+using TokenSplitPluginCreator = PluginCreatorBase<TokenSplitPlugin>;
 
 } // namespace dtp
 
