@@ -42,6 +42,7 @@ void dtp_options_init(dtp_options* options)
     options->mode = DTP_MODE_WHOLE;
     options->plugin_library = nullptr;
     options->device = defaults.device;
+    options->max_batch = defaults.maxBatch;
 }
 
 dtp_segmenter* dtp_segmenter_create(char const* engine_path, dtp_options const* options)
@@ -71,6 +72,7 @@ dtp_segmenter* dtp_segmenter_create(char const* engine_path, dtp_options const* 
     opts.color = in.bgr ? dtp::ColorOrder::kBGR : dtp::ColorOrder::kRGB;
     opts.pluginLibrary = in.plugin_library != nullptr ? in.plugin_library : "";
     opts.device = in.device;
+    opts.maxBatch = in.max_batch;
     try
     {
         auto handle = std::make_unique<dtp_segmenter>();

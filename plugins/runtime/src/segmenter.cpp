@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
+#include <mutex>
 
 namespace dtp
 {
@@ -16,9 +18,57 @@ double msSince(std::chrono::steady_clock::time_point start)
 
 } // namespace
 
+// `options` is copied, not moved, into the delegated constructor: the order in which the two
+// arguments are evaluated is unspecified, and a move could run before the backend reads them.
 Segmenter::Segmenter(std::string const& enginePath, Options options)
-    : Segmenter(createTensorRTBackend(enginePath, options), std::move(options))
+    : Segmenter(createBackend(enginePath, options), options)
 {
+}
+
+namespace
+{
+
+std::mutex gFactoriesMutex;
+
+std::map<std::string, BackendFactory>& factories()
+{
+    static std::map<std::string, BackendFactory> registered{{"tensorrt", createTensorRTBackend}};
+    return registered;
+}
+
+} // namespace
+
+void registerBackend(std::string const& name, BackendFactory factory)
+{
+    std::lock_guard<std::mutex> lock(gFactoriesMutex);
+    if (factory)
+    {
+        factories()[name] = std::move(factory);
+    }
+    else
+    {
+        factories().erase(name);
+    }
+}
+
+std::unique_ptr<Backend> createBackend(std::string const& modelPath, Options const& options)
+{
+    BackendFactory factory;
+    {
+        std::lock_guard<std::mutex> lock(gFactoriesMutex);
+        auto const it = factories().find(options.backend);
+        if (it == factories().end())
+        {
+            std::string known;
+            for (auto const& entry : factories())
+            {
+                known += (known.empty() ? "" : ", ") + entry.first;
+            }
+            throw Error("cannot open " + modelPath + ": no backend '" + options.backend + "' (registered: " + known + ")");
+        }
+        factory = it->second;
+    }
+    return factory(modelPath, options);
 }
 
 Segmenter::Segmenter(std::unique_ptr<Backend> backend, Options options)

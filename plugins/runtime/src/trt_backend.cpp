@@ -3,6 +3,7 @@
 // TokenSplit/TokenReconstruct plugins are registered) and runs it with enqueueV3 on named
 // tensors. Compiled only when TensorRT is found (DTP_WITH_TENSORRT).
 #include "dtp/segmenter.h"
+#include "engine_support.h"
 
 #include <NvInferRuntime.h>
 #include <cuda_fp16.h>
@@ -11,6 +12,8 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <utility>
+#include <vector>
 
 namespace dtp
 {
@@ -41,42 +44,51 @@ void check(cudaError_t status, char const* what)
     }
 }
 
-struct DeviceBuffer
+GrowBuffer deviceBuffer()
 {
-    void* ptr{nullptr};
-    size_t bytes{0};
-    void reserve(size_t wanted)
-    {
-        if (wanted <= bytes)
-        {
-            return;
-        }
-        if (ptr != nullptr)
-        {
-            cudaFree(ptr);
-            ptr = nullptr;
-        }
-        check(cudaMalloc(&ptr, wanted), "cudaMalloc");
-        bytes = wanted;
-    }
-    ~DeviceBuffer()
-    {
-        if (ptr != nullptr)
-        {
-            cudaFree(ptr);
-        }
-    }
-};
+    return GrowBuffer(
+        [](size_t bytes) -> void* {
+            void* ptr = nullptr;
+            return cudaMalloc(&ptr, bytes) == cudaSuccess ? ptr : nullptr;
+        },
+        [](void* ptr) { cudaFree(ptr); });
+}
 
-size_t elementSize(nvinfer1::DataType type)
+TensorType toTensorType(nvinfer1::DataType type)
 {
     switch (type)
     {
-    case nvinfer1::DataType::kFLOAT:
-    case nvinfer1::DataType::kINT32: return 4;
-    case nvinfer1::DataType::kHALF: return 2;
-    default: throw Error("engine tensor of an unsupported data type (expected float, half or int32)");
+    case nvinfer1::DataType::kFLOAT: return TensorType::kFLOAT;
+    case nvinfer1::DataType::kHALF: return TensorType::kHALF;
+    case nvinfer1::DataType::kINT32: return TensorType::kINT32;
+    case nvinfer1::DataType::kINT64: return TensorType::kINT64;
+    default: return TensorType::kOTHER;
     }
+}
+
+size_t elementSize(TensorType type)
+{
+    switch (type)
+    {
+    case TensorType::kFLOAT:
+    case TensorType::kINT32: return 4;
+    case TensorType::kHALF: return 2;
+    case TensorType::kINT64: return 8;
+    case TensorType::kOTHER: break;
+    }
+    throw Error("engine tensor of an unsupported data type");
+}
+
+//! The dtp plugins through TensorRT's registry (the process-wide one the runtime deserialises with).
+PluginRegistryHooks registryHooks(nvinfer1::IPluginRegistry& registry)
+{
+    PluginRegistryHooks hooks;
+    hooks.registered = [&registry]() {
+        return registry.getCreator("TokenSplit", "1", "dtp") != nullptr
+            && registry.getCreator("TokenReconstruct", "1", "dtp") != nullptr;
+    };
+    hooks.load = [&registry](std::string const& path) { return registry.loadLibrary(path.c_str()) != nullptr; };
+    return hooks;
 }
 
 int64_t volume(nvinfer1::Dims const& dims)
@@ -102,12 +114,7 @@ public:
         {
             throw Error("TensorRT: createInferRuntime failed");
         }
-        if (!options.pluginLibrary.empty()
-            && mRuntime->getPluginRegistry().loadLibrary(options.pluginLibrary.c_str()) == nullptr)
-        {
-            throw Error("cannot load the plugin library " + options.pluginLibrary
-                + "; build it (plugins/) and pass its path in Options::pluginLibrary");
-        }
+        ensurePluginLibrary(options.pluginLibrary, registryHooks(mRuntime->getPluginRegistry()));
         std::ifstream file(path, std::ios::binary);
         if (!file)
         {
@@ -125,15 +132,18 @@ public:
         {
             throw Error("TensorRT: createExecutionContext failed for " + path);
         }
-        for (char const* name : {kIMAGES, kSCORES, kKEEP_COUNTS})
+        std::vector<TensorInfo> tensors;
+        for (int32_t i = 0; i < mEngine->getNbIOTensors(); ++i)
         {
-            if (mEngine->getTensorShape(name).nbDims < 0)
-            {
-                throw Error(path + " has no tensor '" + name + "'; build it from a graph exported by dtp-export");
-            }
+            char const* name = mEngine->getIOTensorName(i);
+            tensors.push_back({name, mEngine->getTensorIOMode(name) == nvinfer1::TensorIOMode::kINPUT,
+                toTensorType(mEngine->getTensorDataType(name))});
         }
-        mInputType = mEngine->getTensorDataType(kIMAGES);
-        mScoresType = mEngine->getTensorDataType(kSCORES);
+        mPlan = planBindings(tensors, path);
+        for (TensorInfo const& t : mPlan.scratch)
+        {
+            mScratch.emplace_back(t, deviceBuffer());
+        }
         nvinfer1::Dims const in = mEngine->getTensorShape(kIMAGES);
         if (in.nbDims != 4)
         {
@@ -175,7 +185,7 @@ public:
         // Host-side conversion keeps the runtime free of CUDA kernels of its own.
         std::vector<__half> half;
         void const* hostInput = images;
-        if (mInputType == nvinfer1::DataType::kHALF)
+        if (mPlan.images == TensorType::kHALF)
         {
             half.resize(count);
             for (size_t i = 0; i < count; ++i)
@@ -184,8 +194,8 @@ public:
             }
             hostInput = half.data();
         }
-        size_t const inBytes = count * elementSize(mInputType);
-        mInput.reserve(inBytes);
+        size_t const inBytes = count * elementSize(mPlan.images);
+        void* input = mInput.reserve(inBytes, "images");
         nvinfer1::Dims const scoresDims = mContext->getTensorShape(kSCORES);
         nvinfer1::Dims const keepDims = mContext->getTensorShape(kKEEP_COUNTS);
         if (scoresDims.nbDims != 4 || keepDims.nbDims != 2 || volume(scoresDims) < 0 || volume(keepDims) < 0)
@@ -194,11 +204,24 @@ public:
         }
         size_t const scoresCount = static_cast<size_t>(volume(scoresDims));
         size_t const keepCount = static_cast<size_t>(volume(keepDims));
-        mScores.reserve(scoresCount * elementSize(mScoresType));
-        mKeep.reserve(keepCount * sizeof(int32_t));
-        check(cudaMemcpyAsync(mInput.ptr, hostInput, inBytes, cudaMemcpyHostToDevice, mStream), "copy images");
-        if (!mContext->setTensorAddress(kIMAGES, mInput.ptr) || !mContext->setTensorAddress(kSCORES, mScores.ptr)
-            || !mContext->setTensorAddress(kKEEP_COUNTS, mKeep.ptr))
+        void* scoresPtr = mScores.reserve(scoresCount * elementSize(mPlan.scores), "scores");
+        void* keepPtr = mKeep.reserve(keepCount * sizeof(int32_t), "keep_counts");
+        check(cudaMemcpyAsync(input, hostInput, inBytes, cudaMemcpyHostToDevice, mStream), "copy images");
+        bool bound = mContext->setTensorAddress(kIMAGES, input) && mContext->setTensorAddress(kSCORES, scoresPtr)
+            && mContext->setTensorAddress(kKEEP_COUNTS, keepPtr);
+        // enqueueV3 needs an address for every I/O tensor, also those the runtime does not read.
+        for (auto& [tensor, buffer] : mScratch)
+        {
+            int64_t const n = volume(mContext->getTensorShape(tensor.name.c_str()));
+            if (n < 0)
+            {
+                throw Error(mPath + ": output '" + tensor.name + "' has no shape for this input");
+            }
+            bound = bound
+                && mContext->setTensorAddress(tensor.name.c_str(),
+                    buffer.reserve(static_cast<size_t>(n) * elementSize(tensor.type), tensor.name.c_str()));
+        }
+        if (!bound)
         {
             throw Error(mPath + ": setTensorAddress failed");
         }
@@ -209,18 +232,18 @@ public:
         scores.resize(scoresCount);
         keepCounts.resize(keepCount);
         std::vector<__half> halfScores;
-        if (mScoresType == nvinfer1::DataType::kHALF)
+        if (mPlan.scores == TensorType::kHALF)
         {
             halfScores.resize(scoresCount);
-            check(cudaMemcpyAsync(halfScores.data(), mScores.ptr, scoresCount * 2, cudaMemcpyDeviceToHost, mStream),
+            check(cudaMemcpyAsync(halfScores.data(), scoresPtr, scoresCount * 2, cudaMemcpyDeviceToHost, mStream),
                 "copy scores");
         }
         else
         {
-            check(cudaMemcpyAsync(scores.data(), mScores.ptr, scoresCount * 4, cudaMemcpyDeviceToHost, mStream),
+            check(cudaMemcpyAsync(scores.data(), scoresPtr, scoresCount * 4, cudaMemcpyDeviceToHost, mStream),
                 "copy scores");
         }
-        check(cudaMemcpyAsync(keepCounts.data(), mKeep.ptr, keepCount * 4, cudaMemcpyDeviceToHost, mStream),
+        check(cudaMemcpyAsync(keepCounts.data(), keepPtr, keepCount * sizeof(int32_t), cudaMemcpyDeviceToHost, mStream),
             "copy keep_counts");
         check(cudaStreamSynchronize(mStream), "cudaStreamSynchronize");
         for (size_t i = 0; i < halfScores.size(); ++i)
@@ -238,15 +261,15 @@ private:
     std::unique_ptr<nvinfer1::IRuntime> mRuntime;
     std::unique_ptr<nvinfer1::ICudaEngine> mEngine;
     std::unique_ptr<nvinfer1::IExecutionContext> mContext;
-    nvinfer1::DataType mInputType{nvinfer1::DataType::kFLOAT};
-    nvinfer1::DataType mScoresType{nvinfer1::DataType::kFLOAT};
+    BindingPlan mPlan;
     int32_t mFixedBatch{0};
     int32_t mMaxBatch{1};
     Size mInputSize{};
     cudaStream_t mStream{nullptr};
-    DeviceBuffer mInput;
-    DeviceBuffer mScores;
-    DeviceBuffer mKeep;
+    GrowBuffer mInput{deviceBuffer()};
+    GrowBuffer mScores{deviceBuffer()};
+    GrowBuffer mKeep{deviceBuffer()};
+    std::vector<std::pair<TensorInfo, GrowBuffer>> mScratch;
 };
 
 } // namespace

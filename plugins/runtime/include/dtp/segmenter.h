@@ -10,6 +10,7 @@
 
 #include "dtp/processing.h"
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -57,6 +58,8 @@ struct Options
     int32_t device{0};
     //! Windows per infer() call for dynamic-batch engines.
     int32_t maxBatch{8};
+    //! Which registered backend opens the model path (see registerBackend).
+    std::string backend{"tensorrt"};
 };
 
 struct Result
@@ -76,8 +79,9 @@ bool hasTensorRT() noexcept;
 class Segmenter
 {
 public:
-    //! A TensorRT engine (.engine / .plan). Throws dtp::Error when the library was built
-    //! without TensorRT or the engine cannot be loaded.
+    //! A model file opened by the backend Options::backend names (default: a TensorRT engine,
+    //! .engine / .plan). Throws dtp::Error when the library was built without that backend or
+    //! the model cannot be loaded.
     Segmenter(std::string const& enginePath, Options options);
     //! Any backend (tests, or an engine of your own).
     Segmenter(std::unique_ptr<Backend> backend, Options options);
@@ -99,8 +103,18 @@ private:
     int32_t mNumClasses{0};
 };
 
-//! The TensorRT backend (defined only when built with TensorRT).
+//! The TensorRT backend (throws Error when the library was built without TensorRT).
 std::unique_ptr<Backend> createTensorRTBackend(std::string const& enginePath, Options const& options);
+
+//! Opens a model file as a Backend, with the options the Segmenter was given.
+using BackendFactory = std::function<std::unique_ptr<Backend>(std::string const& modelPath, Options const& options)>;
+
+//! Make Options::backend == `name` use `factory` (replacing an earlier one, the built-in
+//! "tensorrt" included; an empty factory removes `name`). Thread-safe.
+void registerBackend(std::string const& name, BackendFactory factory);
+
+//! The backend Options::backend names, for `modelPath`. Throws Error for an unknown name.
+std::unique_ptr<Backend> createBackend(std::string const& modelPath, Options const& options);
 
 } // namespace dtp
 

@@ -27,6 +27,7 @@ typedef struct dtp_options
     int32_t bgr;            /* 1: images are BGR */
     const char* plugin_library; /* NULL: none */
     int32_t device;
+    int32_t max_batch;      /* windows per inference for dynamic-batch engines (default 8) */
 } dtp_options;
 
 /* Fill options with the defaults of dtp::Options. */
