@@ -41,7 +41,7 @@ from dtp_deploy.metadata import PREFIX, ModelMetadata
 from .lowering import PORTABLE_MIN_OPSET, translation_table
 from .options import DEFAULT_OPSET, FLAVOURS, POSTPROCESS
 from .ort_dtp_domain import pyops_available
-from .schemas import DTP_DOMAIN, register_dtp_schemas
+from .schemas import DTP_DOMAIN, bound_token_splits, register_dtp_schemas
 
 # torch's exporter emits opset 18 and newer; 23 is the newest its translations are tested at.
 SUPPORTED_OPSETS = tuple(range(PORTABLE_MIN_OPSET, 24))
@@ -285,6 +285,9 @@ def export_onnx(
             raise ExportCheckError(f"torch.onnx.export failed for {cfg.arch} ({flavour}, "
                               f"{height}x{width}): {type(err).__name__}: {err}") from err
         proto = program.model_proto
+        if not dynamic_shape:
+            # The static bound TensorRT needs for every split's data-dependent width.
+            bound_token_splits(proto, (height // cfg.patch_size) * (width // cfg.patch_size))
         meta = ModelMetadata(
             version=__version__, arch=cfg.arch, method=cfg.method, flavour=flavour, dense=dense,
             class_names=tuple(cfg.class_names), mean=tuple(cfg.mean), std=tuple(cfg.std),

@@ -28,7 +28,7 @@ import onnx
 
 from dtp_deploy.ops import numpy_ref
 
-from .schemas import DTP_DOMAIN, register_dtp_schemas
+from .schemas import DTP_DOMAIN, MAX_TOKENS, register_dtp_schemas
 
 _ROW_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 _ROW_INPUTS = {"TokenSplit": (0,), "TokenReconstruct": (0, 1)}  # row inputs; output 0 is rows
@@ -50,7 +50,8 @@ def _register_pyops() -> str:
     text, i32 = PyCustomOpDef.dt_string, PyCustomOpDef.dt_int32
     plugin_attrs = {"plugin_namespace": text, "plugin_version": text}
     split_attrs = {"threshold": PyCustomOpDef.dt_float, "context_topk": PyCustomOpDef.dt_int64,
-                   "num_classes": PyCustomOpDef.dt_int64, **plugin_attrs}
+                   "num_classes": PyCustomOpDef.dt_int64, MAX_TOKENS: PyCustomOpDef.dt_int64,
+                   **plugin_attrs}
 
     def split(tokens, confidence, label, index, **attrs):
         return numpy_ref.token_split(tokens, confidence, label, index,
@@ -117,6 +118,9 @@ def to_pyop_graph(model: onnx.ModelProto) -> onnx.ModelProto:
                 nodes.append(onnx.helper.make_node("Cast", [node.input[slot]], [name],
                                                    to=onnx.TensorProto.FLOAT))
                 node.input[slot] = name
+        if node.op_type == "TokenSplit" and all(a.name != MAX_TOKENS for a in node.attribute):
+            # Optional in the op (0 = unknown), but a PyOp needs every declared attribute.
+            node.attribute.append(onnx.helper.make_attribute(MAX_TOKENS, 0))
         node.op_type, node.domain = f"Dtp{node.op_type}", default_opset_domain()
         nodes.append(node)
         if half:

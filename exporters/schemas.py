@@ -22,6 +22,22 @@ DTP_VERSION = 1
 PLUGIN_ATTRIBUTES = {"plugin_namespace": "dtp", "plugin_version": "1"}
 
 _ROW_TYPES = ["tensor(float)", "tensor(float16)"]
+# TokenSplit's bound attribute (DESIGN.md section 3): from the second split on, the input width is
+# itself data-dependent, so the TensorRT plugin takes its size tensor's bound from here.
+MAX_TOKENS = "max_tokens"
+
+
+def bound_token_splits(model: onnx.ModelProto, max_tokens: int) -> int:
+    """Write ``max_tokens`` (the grid's token count) on every ``dtp::TokenSplit`` node of
+    ``model``, in place. Returns the number of nodes written."""
+    count = 0
+    for node in model.graph.node:
+        if node.domain == DTP_DOMAIN and node.op_type == "TokenSplit":
+            kept = [a for a in node.attribute if a.name != MAX_TOKENS]
+            del node.attribute[:]
+            node.attribute.extend([*kept, onnx.helper.make_attribute(MAX_TOKENS, int(max_tokens))])
+            count += 1
+    return count
 
 
 def _dims_of(value_type: onnx.TypeProto) -> list[onnx.TensorShapeProto.Dimension] | None:
@@ -118,6 +134,10 @@ def dtp_schemas() -> list[OpSchema]:
             OpSchema.Attribute("num_classes", OpSchema.AttrType.INT,
                                "number of classes (labels lie in [0, num_classes))",
                                required=True),
+            OpSchema.Attribute(MAX_TOKENS, OpSchema.AttrType.INT,
+                               "token count of the original grid: the static bound of N and M "
+                               "that TensorRT needs for the size tensor M (absent: unknown)",
+                               required=False),
             *_plugin_attributes()])
     split.set_type_and_shape_inference_function(_infer_token_split)
     reconstruct = OpSchema(
