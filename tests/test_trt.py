@@ -73,6 +73,26 @@ def test_trt_package_imports_without_tensorrt_or_cuda_bindings():
 
 
 # -- shapes -----------------------------------------------------------------------------------
+def test_trt_modules_import_in_one_direction():
+    """build -> engine -> plugins: no module of the package imports one that imports it."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "dtp_deploy" / "trt"
+    edges = {}
+    for path in package.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dtp_deploy.trt."):
+                found.add(node.module.rsplit(".", 1)[1])
+            elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                found.add(node.module)
+        edges[path.stem] = found
+    assert "engine" in edges["build"]
+    for module, imports in edges.items():
+        for other in imports:
+            assert module not in edges.get(other, set()), f"{module} and {other} import each other"
+
+
 def test_parse_shape():
     assert parse_shape("8x3x512X512") == (8, 3, 512, 512)
     for bad in ("1x3x512", "1x3x512xa", "0x3x8x8"):

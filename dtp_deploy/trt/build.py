@@ -17,13 +17,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+# One direction: build uses the engine module (TensorRT import, device), never the reverse.
+from dtp_deploy.trt.engine import TrtUnavailable, device_name, import_tensorrt
 from dtp_deploy.trt.plugins import file_sha256, find_plugin_library, load_plugin_library
 
 Shape = tuple[int, ...]
-
-
-class TrtUnavailable(RuntimeError):
-    """TensorRT (or a CUDA GPU) is not usable here; the message says which and how to fix it."""
 
 
 class OnnxParseError(RuntimeError):
@@ -97,16 +95,6 @@ def shapes_from_onnx(onnx_path: str | os.PathLike[str]) -> ShapeProfile:
                              "dtp.input_size metadata; pass --min/--opt/--max BxCxHxW")
     fixed = tuple(shape)
     return ShapeProfile(fixed, fixed, fixed)
-
-
-def import_tensorrt() -> Any:
-    """``import tensorrt`` or :class:`TrtUnavailable` naming the fix."""
-    try:
-        import tensorrt
-    except ImportError as err:
-        raise TrtUnavailable(f"TensorRT is not installed ({err}); install it with "
-                             "`pip install dtp-deploy[trt]` on a machine with an NVIDIA GPU") from err
-    return tensorrt
 
 
 def _make_builder(trt: Any, logger: Any) -> Any:
@@ -241,8 +229,6 @@ def build_engine(
     _atomic_write(engine_path, bytes(serialized))
     if cache_path is not None:
         _atomic_write(cache_path, bytes(config.get_timing_cache().serialize()))
-
-    from dtp_deploy.trt.engine import device_name
 
     sidecar = {
         "engine": engine_path.name,

@@ -16,8 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from dtp_deploy.trt.build import TrtUnavailable, import_tensorrt
 from dtp_deploy.trt.plugins import PluginLibraryNotFound, load_plugin_library
+
+
+class TrtUnavailable(RuntimeError):
+    """TensorRT (or a CUDA GPU) is not usable here; the message says which and how to fix it."""
+
+
+def import_tensorrt() -> Any:
+    """``import tensorrt`` or :class:`TrtUnavailable` naming the fix."""
+    try:
+        import tensorrt
+    except ImportError as err:
+        raise TrtUnavailable(f"TensorRT is not installed ({err}); install it with "
+                             "`pip install dtp-deploy[trt]` on a machine with an NVIDIA GPU") from err
+    return tensorrt
 
 
 class DeviceApi:
