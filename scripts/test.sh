@@ -8,7 +8,10 @@ if [ ! -x .venv/bin/python ]; then
   exit 2
 fi
 if [ -x scripts/build_plugins.sh ] && command -v nvcc >/dev/null 2>&1; then
-  scripts/build_plugins.sh
+  # Kernels, plugin glue and the C++ runtime's TensorRT backend against every TensorRT header
+  # version found, warnings as errors; then their host-side tests (a failure stops here). One
+  # CUDA architecture keeps nvcc fast (set CUDAARCHS for more).
+  CUDAARCHS="${CUDAARCHS:-80}" DTP_WERROR=1 RUN_CTEST=1 JOBS="${JOBS:-2}" scripts/build_plugins.sh
 fi
 # Test files run in parallel, one file per worker, so each file exports its models once.
 exec .venv/bin/python -m pytest -n "${DTP_TEST_WORKERS:-auto}" --dist loadfile "$@"
