@@ -208,3 +208,75 @@ def test_plugin_engine_matches_reference(tmp_path):
     want = token_reconstruct(t["base"], kept, kept_index).numpy()
     np.testing.assert_array_equal(got, want)
 
+
+
+# -- the exported two-split graph on TensorRT (GPU only; scripts/bench_gpu.sh runs these first) ----
+@pytest.fixture(scope="module")
+def builtin_plugin_engine(tmp_path_factory):
+    """The built-in DToP model's plugin graph (two chained splits, batch 3) and its engine."""
+    if not HAVE_TRT:
+        pytest.skip("tensorrt does not import")
+    library = _library_or_skip()
+    from dtp_deploy.builtin import load_builtin_model
+    from dtp_deploy.trt.build import build_engine
+    from exporters.export import export_onnx
+
+    root = tmp_path_factory.mktemp("trt-builtin")
+    model = load_builtin_model()
+    onnx_path = root / "builtin-plugin.onnx"
+    export_onnx(model, onnx_path, flavour="plugin", batch=3, check=False, progress=False)
+    engine_path = root / "builtin-plugin.engine"
+    build_engine(onnx_path, engine_path, plugin_lib=library)
+    return model, onnx_path, engine_path, library
+
+
+@pytest.mark.trt
+def test_two_split_plugin_engine_matches_onnx_runtime(builtin_plugin_engine):
+    """The first thing a GPU must prove: TensorRT builds the chained-split engine (size tensors
+    bounded by max_tokens) and it computes what ONNX Runtime computes on the same graph."""
+    pytest.importorskip("onnxruntime_extensions", reason="ONNX Runtime needs onnxruntime-extensions for plugin graphs")
+    from dtp_deploy.trt.engine import TrtEngine
+    from exporters.export import _check_images
+    from exporters.ort_dtp_domain import create_session
+
+    model, onnx_path, engine_path, library = builtin_plugin_engine
+    images = _check_images(model, 3, *model.config.img_size).astype(np.float32)
+    want_scores, want_keep = create_session(onnx_path).run(["scores", "keep_counts"], {"images": images})
+    with TrtEngine(engine_path, plugin_lib=library) as engine:
+        got = engine.infer({"images": images})
+    assert (want_keep[:, -1] < want_keep[:, 0]).all(), "the check scenes must prune"
+    np.testing.assert_array_equal(got["keep_counts"], want_keep)
+    assert np.abs(got["scores"] - want_scores).max() <= 1e-3
+
+
+@pytest.mark.trt
+def test_cpp_runtime_on_the_plugin_engine(builtin_plugin_engine, tmp_path):
+    """Second: the C++ runtime (plugin library loaded through Options::pluginLibrary) gives the
+    labels the Python runtime gives on the same engine. Needs TensorRT_ROOT with include/ and lib/."""
+    import os
+    import shutil
+
+    from PIL import Image
+
+    from dtp_deploy.data import SyntheticScenes
+    from dtp_deploy.runtime import Segmenter
+
+    root = os.environ.get("TensorRT_ROOT")
+    if not root or not (Path(root) / "include" / "NvInferRuntime.h").is_file() or shutil.which("cmake") is None:
+        pytest.skip("set TensorRT_ROOT to a TensorRT install with include/ and lib/ (and install cmake)")
+    model, _, engine_path, library = builtin_plugin_engine
+    build = Path(__file__).resolve().parents[1] / "build" / "runtime-trt"
+    runtime = Path(__file__).resolve().parents[1] / "plugins" / "runtime"
+    subprocess.run(["cmake", "-S", str(runtime), "-B", str(build), f"-DTensorRT_ROOT={root}"], check=True,
+                   capture_output=True, text=True)
+    subprocess.run(["cmake", "--build", str(build), "-j4", "--target", "dtp_segment_image"], check=True,
+                   capture_output=True, text=True)
+    height, width = model.config.img_size
+    rgb = SyntheticScenes(1, height, width, seed=7)[0][0]
+    (tmp_path / "scene.ppm").write_bytes(f"P6 {width} {height} 255\n".encode() + rgb.tobytes())
+    done = subprocess.run([str(build / "dtp_segment_image"), str(engine_path), str(tmp_path / "scene.ppm"),
+                           str(tmp_path / "labels.png"), "--plugins", str(library)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    want = Segmenter.open(engine_path, plugin_lib=str(library)).predict(rgb).labels
+    with Image.open(tmp_path / "labels.png") as png:
+        np.testing.assert_array_equal(np.asarray(png), want)
