@@ -11,7 +11,7 @@ if [ -x scripts/build_plugins.sh ] && command -v nvcc >/dev/null 2>&1; then
   # Kernels, plugin glue and the C++ runtime's TensorRT backend against every TensorRT header
   # version found, warnings as errors; then their host-side tests (a failure stops here). One
   # CUDA architecture keeps nvcc fast (set CUDAARCHS for more).
-  CUDAARCHS="${CUDAARCHS:-80}" DTP_WERROR=1 RUN_CTEST=1 JOBS="${JOBS:-2}" scripts/build_plugins.sh
+  CUDAARCHS="${CUDAARCHS:-80}" DTP_WERROR=1 RUN_CTEST=1 scripts/build_plugins.sh
 fi
 # Test files run in parallel, one file per worker, so each file exports its models once.
 exec .venv/bin/python -m pytest -n "${DTP_TEST_WORKERS:-auto}" --dist loadfile "$@"
