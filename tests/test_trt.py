@@ -93,6 +93,24 @@ def test_trt_modules_import_in_one_direction():
             assert module not in edges.get(other, set()), f"{module} and {other} import each other"
 
 
+@pytest.mark.parametrize("bounds, refused", [((0, 0), ["split_2"]), ((144, 144), []), ((0, 144), [])],
+                         ids=["dynamic-shape-export", "fixed-export", "first-split-may-use-its-width"])
+def test_chained_splits_need_max_tokens(bounds, refused):
+    from dtp_deploy.trt.build import check_split_bounds
+
+    nodes = []
+    for number, bound in enumerate(bounds, start=1):
+        attrs = {"max_tokens": bound} if bound else {}
+        nodes.append(helper.make_node("TokenSplit", ["t", "c", "l", "i"], ["kt", "ki"], name=f"split_{number}",
+                                      domain="dtp", threshold=0.9, **attrs))
+    model = helper.make_model(helper.make_graph(nodes, "g", [], []))
+    if refused:
+        with pytest.raises(ValueError, match="split_2 have no max_tokens.*without --dynamic-shape"):
+            check_split_bounds(model, "m.onnx")
+    else:
+        check_split_bounds(model, "m.onnx")
+
+
 def test_parse_shape():
     assert parse_shape("8x3x512X512") == (8, 3, 512, 512)
     for bad in ("1x3x512", "1x3x512xa", "0x3x8x8"):

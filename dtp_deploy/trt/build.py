@@ -97,6 +97,19 @@ def shapes_from_onnx(onnx_path: str | os.PathLike[str]) -> ShapeProfile:
     return ShapeProfile(fixed, fixed, fixed)
 
 
+def check_split_bounds(model: Any, onnx_path: str | os.PathLike[str]) -> None:
+    """Refuse a plugin graph TensorRT cannot build: every ``TokenSplit`` after the first needs
+    ``max_tokens`` (its input width is the previous split's data-dependent M, which TensorRT does
+    not take as a bound). Graphs exported with ``--dynamic-shape`` have none."""
+    splits = [n for n in model.graph.node if n.domain == "dtp" and n.op_type == "TokenSplit"]
+    unbounded = [n.name for n in splits[1:]
+                 if not any(a.name == "max_tokens" and a.i > 0 for a in n.attribute)]
+    if unbounded:
+        raise ValueError(f"{onnx_path}: TokenSplit node(s) {', '.join(unbounded)} have no max_tokens "
+                         "attribute, so TensorRT cannot bound their data-dependent output; export "
+                         "with a fixed input size (dtp-export without --dynamic-shape)")
+
+
 def _make_builder(trt: Any, logger: Any) -> Any:
     try:
         builder = trt.Builder(logger)
@@ -184,6 +197,7 @@ def build_engine(
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     uses_plugins = any(node.domain == "dtp" for node in model.graph.node)
+    check_split_bounds(model, onnx_path)
     metadata = {p.key: p.value for p in model.metadata_props if p.key.startswith("dtp.")}
 
     library = None
