@@ -63,6 +63,40 @@ def test_default_location_is_the_build_directory(monkeypatch):
             plugins.find_plugin_library()
 
 
+class _FakeRegistry:
+    """TensorRT's plugin registry as it behaves: a library's creators register once."""
+
+    def __init__(self, registered: bool):
+        self.registered = registered
+        self.loads = 0
+
+    def get_creator(self, name, version, namespace):
+        known = self.registered and name in plugins.PLUGIN_NAMES and (version, namespace) == ("1", "dtp")
+        return object() if known else None
+
+    def load_library(self, path):
+        self.loads += 1
+        if self.registered:
+            return None  # the same creators cannot be registered twice
+        self.registered = True
+        return object()
+
+
+@pytest.mark.parametrize("registered, loads", [(False, 1), (True, 0)],
+                         ids=["loads-once", "already-registered-by-the-application"])
+def test_plugin_library_loaded_once_per_process(tmp_path, monkeypatch, registered, loads):
+    from types import SimpleNamespace
+
+    library = tmp_path / "libdtp_plugins.so"
+    library.write_bytes(b"")
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    registry = _FakeRegistry(registered)
+    trt = SimpleNamespace(get_plugin_registry=lambda: registry)
+    for _ in range(2):  # two engines in one process
+        assert plugins.load_plugin_library(trt, library) == library.resolve()
+    assert registry.loads == loads
+
+
 def test_trt_package_imports_without_tensorrt_or_cuda_bindings():
     code = ("import sys, dtp_deploy.trt, dtp_deploy.trt.cli, dtp_deploy.trt.engine, "
             "dtp_deploy.trt.build, dtp_deploy.trt.kernels_ext; "

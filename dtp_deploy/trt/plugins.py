@@ -74,17 +74,26 @@ def load_plugin_library(trt: Any, path: str | os.PathLike[str] | None = None) ->
     if key in _LOADED:
         return library
     registry = trt.get_plugin_registry()
+    if _missing_creators(registry) == []:
+        # Registered already (by the application, or by this library under another path):
+        # loading it again would fail to register the same creators twice.
+        return library
     handle = registry.load_library(key)
     if handle is None:
         raise RuntimeError(f"TensorRT could not load the plugin library {library}; see the "
                            "TensorRT log above (built for another TensorRT or CUDA version?)")
     _LOADED[key] = handle
-    get_creator = getattr(registry, "get_creator", None)
-    if get_creator is not None:
-        missing = [name for name in PLUGIN_NAMES
-                   if get_creator(name, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None]
-        if missing:
-            raise RuntimeError(f"{library} loaded but does not provide {', '.join(missing)} "
-                               f"(namespace {PLUGIN_NAMESPACE!r}, version {PLUGIN_VERSION!r}); "
-                               f"rebuild it: {BUILD_HINT}")
+    missing = _missing_creators(registry)
+    if missing:
+        raise RuntimeError(f"{library} loaded but does not provide {', '.join(missing)} "
+                           f"(namespace {PLUGIN_NAMESPACE!r}, version {PLUGIN_VERSION!r}); "
+                           f"rebuild it: {BUILD_HINT}")
     return library
+
+
+def _missing_creators(registry: Any) -> list[str] | None:
+    """The dtp creators ``registry`` lacks, or None when it cannot be asked."""
+    get_creator = getattr(registry, "get_creator", None)
+    if get_creator is None:
+        return None
+    return [name for name in PLUGIN_NAMES if get_creator(name, PLUGIN_VERSION, PLUGIN_NAMESPACE) is None]
