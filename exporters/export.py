@@ -285,9 +285,7 @@ def export_onnx(
             raise ExportCheckError(f"torch.onnx.export failed for {cfg.arch} ({flavour}, "
                               f"{height}x{width}): {type(err).__name__}: {err}") from err
         proto = program.model_proto
-        if not dynamic_shape:
-            # The static bound TensorRT needs for every split's data-dependent width.
-            bound_token_splits(proto, (height // cfg.patch_size) * (width // cfg.patch_size))
+        bound_token_splits(proto)  # the static bound TensorRT needs for each split's width
         meta = ModelMetadata(
             version=__version__, arch=cfg.arch, method=cfg.method, flavour=flavour, dense=dense,
             class_names=tuple(cfg.class_names), mean=tuple(cfg.mean), std=tuple(cfg.std),

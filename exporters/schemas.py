@@ -27,17 +27,26 @@ _ROW_TYPES = ["tensor(float)", "tensor(float16)"]
 MAX_TOKENS = "max_tokens"
 
 
-def bound_token_splits(model: onnx.ModelProto, max_tokens: int) -> int:
-    """Write ``max_tokens`` (the grid's token count) on every ``dtp::TokenSplit`` node of
-    ``model``, in place. Returns the number of nodes written."""
-    count = 0
-    for node in model.graph.node:
-        if node.domain == DTP_DOMAIN and node.op_type == "TokenSplit":
-            kept = [a for a in node.attribute if a.name != MAX_TOKENS]
-            del node.attribute[:]
-            node.attribute.extend([*kept, onnx.helper.make_attribute(MAX_TOKENS, int(max_tokens))])
-            count += 1
-    return count
+def bound_token_splits(model: onnx.ModelProto) -> int | None:
+    """Write ``max_tokens`` on every ``dtp::TokenSplit`` node of ``model``, in place: the widest
+    static token count any split sees, i.e. the full sequence of the first split (the grid, plus
+    DoViT's class token), which bounds every later split's data-dependent width. Returns the
+    bound, or None (nothing written) when no split has a static width (``--dynamic-shape``)."""
+    register_dtp_schemas()
+    typed = onnx.shape_inference.infer_shapes(model)
+    dims = {v.name: v.type.tensor_type.shape.dim
+            for v in (*typed.graph.input, *typed.graph.value_info, *typed.graph.output)}
+    splits = [n for n in model.graph.node if n.domain == DTP_DOMAIN and n.op_type == "TokenSplit"]
+    widths = [dims[n.input[0]][1].dim_value for n in splits
+              if n.input[0] in dims and len(dims[n.input[0]]) == 3 and dims[n.input[0]][1].HasField("dim_value")]
+    if not widths:
+        return None
+    bound = max(widths)
+    for node in splits:
+        kept = [a for a in node.attribute if a.name != MAX_TOKENS]
+        del node.attribute[:]
+        node.attribute.extend([*kept, onnx.helper.make_attribute(MAX_TOKENS, int(bound))])
+    return bound
 
 
 def _dims_of(value_type: onnx.TypeProto) -> list[onnx.TensorShapeProto.Dimension] | None:
@@ -135,7 +144,7 @@ def dtp_schemas() -> list[OpSchema]:
                                "number of classes (labels lie in [0, num_classes))",
                                required=True),
             OpSchema.Attribute(MAX_TOKENS, OpSchema.AttrType.INT,
-                               "token count of the original grid: the static bound of N and M "
+                               "token count of the full sequence (the grid, plus a class token): the static bound of N and M "
                                "that TensorRT needs for the size tensor M (absent: unknown)",
                                required=False),
             *_plugin_attributes()])

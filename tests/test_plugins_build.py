@@ -123,6 +123,37 @@ def test_exported_splits_carry_the_grid_bound(exported_plugin_graph):
         assert attrs.get("max_tokens") == grid[0] * grid[1], node.name
 
 
+def _chained_splits(width: int | str) -> onnx.ModelProto:
+    """Two chained TokenSplit nodes whose first sees `width` tokens (the second: its M)."""
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [1, width, 8]),
+              helper.make_tensor_value_info("confidence", TensorProto.FLOAT, [1, width]),
+              helper.make_tensor_value_info("label", TensorProto.INT32, [1, width]),
+              helper.make_tensor_value_info("index", TensorProto.INT32, [1, width])]
+    attrs = dict(domain="dtp", threshold=0.9, context_topk=0, num_classes=5, plugin_namespace="dtp",
+                 plugin_version="1")
+    first = helper.make_node("TokenSplit", ["tokens", "confidence", "label", "index"], ["t1", "i1"],
+                             name="split_1", **attrs)
+    conf = helper.make_node("Cast", ["i1"], ["c1"], to=TensorProto.FLOAT)
+    second = helper.make_node("TokenSplit", ["t1", "c1", "i1", "i1"], ["t2", "i2"], name="split_2", **attrs)
+    out = helper.make_tensor_value_info("t2", TensorProto.FLOAT, None)
+    graph = helper.make_graph([first, conf, second], "chain", inputs, [out])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("dtp", 1)])
+
+
+@pytest.mark.parametrize("width, bound", [(145, 145), ("n", None)], ids=["grid-plus-class-token", "dynamic-shape"])
+def test_split_bound_is_the_first_splits_static_width(width, bound):
+    """max_tokens is the width of the sequence the first split sees (DoViT's class token
+    included), written on every split; a dynamic width gives no bound."""
+    from exporters.schemas import bound_token_splits
+
+    model = _chained_splits(width)
+    assert bound_token_splits(model) == bound
+    written = [a.i for n in model.graph.node for a in n.attribute if a.name == "max_tokens"]
+    assert written == ([bound, bound] if bound else [])
+
+
 @needs_build
 def test_plugin_contract_on_exported_nodes(exported_plugin_graph, tmp_path):
     """Every TokenSplit/TokenReconstruct node of the exported graph becomes a plugin through

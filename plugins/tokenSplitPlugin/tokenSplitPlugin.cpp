@@ -124,7 +124,7 @@ int32_t TokenSplitPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInp
         IDimensionExpr const* width = inputs[kTOKENS_IDX].d[1];
         // TensorRT: the size tensor's opt must not depend on a size tensor, and its upper bound
         // sizes the output buffers. From the second split on, the width N is the previous split's
-        // size tensor, so the bound is the grid's token count, an attribute of the node.
+        // size tensor, so the bound is the full sequence's token count, an attribute of the node.
         IDimensionExpr const* upper = nullptr;
         if (mMaxTokens > 0)
         {

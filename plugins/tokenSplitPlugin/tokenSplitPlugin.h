@@ -2,7 +2,7 @@
 //
 // dtp::TokenSplit v1 as an IPluginV3 (DESIGN.md sections 2 and 3). The kept-token count M is
 // data-dependent: it is declared as a size tensor and written by the kernel. Its bound is the
-// original grid's token count (field `max_tokens`), never the input width: from the second
+// full sequence's token count (field `max_tokens`), never the input width: from the second
 // split on, that width is itself a size tensor, which TensorRT refuses as a bound.
 #ifndef DTP_PLUGINS_TOKEN_SPLIT_PLUGIN_H
 #define DTP_PLUGINS_TOKEN_SPLIT_PLUGIN_H
@@ -45,8 +45,8 @@ public:
         {"max_tokens", nvinfer1::PluginFieldType::kINT32},
     }};
 
-    //! maxTokens: the original grid's token count (bound of N and M); 0 = unknown, which is
-    //! only buildable where the input width is not a size tensor (the first split).
+    //! maxTokens: the token count of the full sequence (the grid, plus DoViT's class token), the
+    //! bound of N and M; 0 = unknown, buildable only where the input width is not a size tensor.
     TokenSplitPlugin(float threshold, int32_t contextTopk, int32_t numClasses, int32_t maxTokens);
     TokenSplitPlugin(TokenSplitPlugin const& other);
 
