@@ -92,6 +92,8 @@ SUBCOMMANDS = {
     "run": "dtp_deploy.runtime.cli:main",
     "bench": "dtp_deploy.bench.cli:main",
     "calibrate": "dtp_deploy.bench.cli:calibrate",
+    "triton-repo": "dtp_deploy.serve.cli:triton_repo",
+    "serve": "dtp_deploy.serve.cli:serve",
 }
 
 

@@ -39,6 +39,8 @@ log = logging.getLogger("dtp_deploy.run")
               help="auto: by suffix (.onnx: ONNX Runtime; .engine/.plan: TensorRT).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cpu for .onnx, cuda:0 for engines).")
 @click.option("--plugin-lib", default=None, help="TensorRT: the dtp plugin library.")
+@click.option("--server", default=None, help="Segment on a Triton server (http://HOST:PORT or grpc://HOST:PORT, "
+              "see dtp-serve); MODEL is then the served model's name, e.g. dtp_segmenter.")
 @click.option("--no-overlay", is_flag=True, help="Write label PNGs only.")
 @click.option("--strict", is_flag=True, help="Stop at the first image that fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (per-image latency, keep ratios).")
@@ -50,7 +52,7 @@ log = logging.getLogger("dtp_deploy.run")
 @version_option
 def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, crop: tuple[int, int] | None,
          stride: tuple[int, int] | None, protocol: str, bgr: bool, backend: str, device: str | None, plugin_lib: str | None,
-         no_overlay: bool, strict: bool, as_json: bool, alpha: float, threads: int | None,
+         server: str | None, no_overlay: bool, strict: bool, as_json: bool, alpha: float, threads: int | None,
          quiet: bool, verbose: int) -> None:
     """Segment IMAGES (files or folders) with MODEL (.onnx from dtp-export, or a TensorRT engine).
 
@@ -100,7 +102,14 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, 
         fail(f"no images left to segment in {', '.join(map(str, images))} (only earlier outputs)",
              EXIT_USAGE)
     try:
-        seg = Segmenter.open(model, backend=backend, device=device, plugin_lib=plugin_lib, threads=threads)
+        if server:
+            if protocol == "mmseg":
+                raise ValueError("--protocol mmseg runs in-process only; a server runs the grid protocol")
+            from dtp_deploy.client import Client
+
+            seg = Client(server, str(model))
+        else:
+            seg = Segmenter.open(model, backend=backend, device=device, plugin_lib=plugin_lib, threads=threads)
     except RuntimeSetupError as error:
         fail(f"cannot run the model: {error}", EXIT_MODEL)
     except (FileNotFoundError, IsADirectoryError, ValueError) as error:
