@@ -8,6 +8,7 @@ its own process group, so stopping it also stops the Python-backend stub process
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import os
@@ -157,6 +158,7 @@ class TritonServer:
             process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=env, start_new_session=True)
         server = cls(repository, endpoints, log, process, workdir)
+        atexit.register(server.stop)  # no server left behind by an interpreter that exits
         try:
             server.wait_ready(timeout)
         except BaseException:
@@ -202,11 +204,12 @@ class TritonServer:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 20.0) -> int | None:
-        """Stop the server and its whole process group (the backend stubs): SIGTERM, then
-        SIGKILL after ``timeout`` seconds. Returns the server's exit status."""
+        """Stop the server (SIGTERM), then anything left in its process group (backend stubs)
+        with SIGKILL, also after ``timeout`` seconds. Returns the server's exit status."""
         pgid = self.process.pid  # start_new_session: the group id is the server's pid
+        # The server alone first: it unloads its models and stops their stubs itself.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -223,6 +226,7 @@ class TritonServer:
 
     def close(self) -> None:
         self.stop()
+        atexit.unregister(self.stop)
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
