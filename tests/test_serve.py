@@ -76,7 +76,7 @@ def server(models, tmp_path_factory):
     write_repository(models["dtop"], repo, name="dtop",
                      serving=ServingOptions(max_batch_size=8, max_queue_delay_us=20000, max_pixels=MAX_PIXELS))
     write_repository(models["dovit"], repo, name="dovit")
-    running = TritonServer.start(repo, timeout=120)
+    running = TritonServer.start(repo, timeout=120, exit_timeout=2)  # clients keep connections open
     try:
         yield running
     finally:  # the whole process group, whatever the tests did
@@ -297,7 +297,8 @@ def test_model_failing_at_load_is_reported(tmp_path):
 
 def test_dtp_serve_stops_on_sigterm_and_leaves_no_process(models, tmp_path):
     command = [sys.executable, "-c", "from dtp_deploy.serve.cli import serve; serve()", str(models["dtop"]),
-               "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--json", "--timeout", "60"]
+               "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--json", "--timeout", "60",
+               "--exit-timeout", "2"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
                                                          os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -321,3 +322,14 @@ def test_dtp_serve_stops_on_sigterm_and_leaves_no_process(models, tmp_path):
             process.wait()
         if pgid is not None and group_members(pgid):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def test_load_test_counts_every_request(server):
+    from dtp_deploy.serve.loadtest import load_test
+
+    client = Client(server.endpoints.grpc, "dovit")
+    before = int(client.statistics()["inference_count"])
+    result = load_test(client.predict, [scene(64, 64, 5), scene(80, 48, 6)], clients=3, requests=2, warmup=1)
+    assert result["requests"] == 6 and result["throughput"] > 0
+    assert result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
+    assert int(client.statistics()["inference_count"]) - before == 3 * (2 + 1)

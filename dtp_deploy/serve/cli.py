@@ -149,10 +149,12 @@ def triton_repo(model, out, layout, metadata, overwrite, as_json, **kwargs):
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Triton's log (default: a temporary file, shown on errors).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the models to load.")
+@click.option("--exit-timeout", default=10, show_default=True,
+              help="On stopping, seconds to wait for requests in flight and open HTTP connections.")
 @click.option("--tritonserver", default=None, help="A tritonserver binary (default: nvidia-pytriton's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON line.")
 def serve(model, repo, host, http_port, grpc_port, metrics_port, log_level, log_file, timeout,
-          tritonserver, as_json, **kwargs):
+          exit_timeout, tritonserver, as_json, **kwargs):
     """Serve MODEL on Triton Inference Server until Ctrl-C or SIGTERM.
 
     MODEL is an exported .onnx, a TensorRT engine, a built-in name (dtop-vit-t, dovit-vit-t),
@@ -180,7 +182,8 @@ def serve(model, repo, host, http_port, grpc_port, metrics_port, log_level, log_
         try:
             server = TritonServer.start(repository, host=host, http_port=http_port, grpc_port=grpc_port,
                                         metrics_port=metrics_port, log_level=log_level, timeout=timeout,
-                                        tritonserver=tritonserver, log_path=log_file)
+                                        tritonserver=tritonserver, log_path=log_file,
+                                        exit_timeout=exit_timeout)
         except ServeError as err:
             _fail(str(err), EXIT_START)
         with server:

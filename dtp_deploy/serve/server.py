@@ -120,12 +120,15 @@ class TritonServer:
     def start(cls, repository: str | os.PathLike, *, host: str = "127.0.0.1", http_port: int = 0,
               grpc_port: int = 0, metrics_port: int = 0, log_level: str = "warning",
               timeout: float = 120.0, tritonserver: str | os.PathLike | None = None,
-              log_path: str | os.PathLike | None = None, extra_args: tuple[str, ...] = ()) -> TritonServer:
+              log_path: str | os.PathLike | None = None, exit_timeout: int = 10,
+              extra_args: tuple[str, ...] = ()) -> TritonServer:
         """Start the server and wait until it and every model in ``repository`` are ready.
 
         Ports of 0 are picked free. Raises :class:`ServeError` with the server's error lines
         when it exits early (a model failing to load makes it exit) or is not ready within
-        ``timeout`` seconds; the process is stopped in both cases.
+        ``timeout`` seconds; the process is stopped in both cases. On stopping, the server
+        waits up to ``exit_timeout`` seconds for requests in flight and for clients to close
+        their (keep-alive) HTTP connections.
         """
         repository = Path(repository)
         if not repository.is_dir():
@@ -142,7 +145,7 @@ class TritonServer:
                 f"--grpc-address={host}", f"--grpc-port={ports[1]}",
                 f"--metrics-address={host}", f"--metrics-port={ports[2]}", "--allow-metrics=true",
                 "--allow-gpu-metrics=false", "--exit-on-error=true", "--strict-readiness=true",
-                "--disable-auto-complete-config", "--exit-timeout-secs=10",
+                "--disable-auto-complete-config", f"--exit-timeout-secs={exit_timeout}",
                 f"--log-info={str(log_level in ('info', 'verbose')).lower()}",
                 f"--log-warning={str(log_level != 'error').lower()}",
                 f"--log-verbose={1 if log_level == 'verbose' else 0}", *extra_args]
@@ -203,7 +206,7 @@ class TritonServer:
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self, timeout: float = 20.0) -> int | None:
+    def stop(self, timeout: float = 30.0) -> int | None:
         """Stop the server (SIGTERM), then anything left in its process group (backend stubs)
         with SIGKILL, also after ``timeout`` seconds. Returns the server's exit status."""
         pgid = self.process.pid  # start_new_session: the group id is the server's pid
