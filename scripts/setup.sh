@@ -38,6 +38,8 @@ case "$torch_build" in
     exit 2 ;;
 esac
 "${pip[@]}" -e ".[dev]"
+# The tritonserver binary for dtp-serve and its tests, without the numpy<2 pin of its Python API.
+"${pip[@]}" --no-deps "nvidia-pytriton>=0.7"
 .venv/bin/python - <<'EOF'
 import torch
 
