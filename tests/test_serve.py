@@ -76,12 +76,57 @@ def server(models, tmp_path_factory):
     write_repository(models["dtop"], repo, name="dtop",
                      serving=ServingOptions(max_batch_size=8, max_queue_delay_us=20000, max_pixels=MAX_PIXELS))
     write_repository(models["dovit"], repo, name="dovit")
+    write_ensemble_with_ort_engine(models["dtop"], repo)
     running = TritonServer.start(repo, timeout=120, exit_timeout=2)  # clients keep connections open
     try:
         yield running
     finally:  # the whole process group, whatever the tests did
         running.close()
         assert group_members(running.process.pid) == []
+
+
+ENGINE_STAND_IN = """
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from dtp_deploy.runtime.backends import OrtBackend
+from dtp_deploy.serve.triton_model import _input, _output
+
+
+class TritonPythonModel:  # the engine's inputs and outputs, run by ONNX Runtime
+    def initialize(self, args):
+        self.graph = OrtBackend(Path(args["model_repository"]) / str(args["model_version"]) / "model.onnx")
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            images = _input(request, "images")
+            rows = [self.graph.run(images[i:i + 1]) for i in range(len(images))]
+            responses.append(pb_utils.InferenceResponse([
+                _output("scores", np.concatenate([s for s, _ in rows]).astype(np.float32)),
+                _output("keep_counts", np.concatenate([k for _, k in rows]).astype(np.int32))]))
+        return responses
+"""
+
+
+def write_ensemble_with_ort_engine(onnx_path: Path, repo: Path) -> None:
+    """The TensorRT ensemble layout for the fixed-size graph, its engine step swapped for a
+    Python model that runs the ONNX graph: the ensemble, pre- and post-processing run for real."""
+    props = dict(Segmenter.open(onnx_path).backend.props)
+    engine = repo.parent / "ens.engine"
+    engine.write_bytes(b"stand-in")
+    (repo.parent / "ens.engine.json").write_text(json.dumps({"metadata": props}))
+    write_repository(engine, repo, name="ens", layout="ensemble")
+    folder = repo / "ens_engine"
+    config = parse_config(folder)
+    config.platform, config.backend, config.default_model_filename = "", "python", ""
+    config.instance_group[0].kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    (folder / "1" / "model.plan").unlink()
+    (folder / "1" / "model.onnx").write_bytes(onnx_path.read_bytes())
+    (folder / "1" / "model.py").write_text(ENGINE_STAND_IN)
 
 
 @pytest.fixture(scope="module", params=["http", "grpc"])
@@ -204,6 +249,20 @@ def test_concurrent_clients_are_batched(server, local):
         assert_same(answer, local["dovit"].predict(images[i]))
     sizes = {int(b["batch_size"]) for b in client.statistics()["batch_stats"]} - {int(s) for s in before}
     assert max(sizes) > 1, f"no request was batched with another: batch sizes {sizes}"
+
+
+def test_ensemble_layout_equals_local_runtime(server, local):
+    """Pre-processing, the engine's tensors and post-processing through Triton's ensemble
+    scheduler (ONNX Runtime standing in for TensorRT) give the local whole-mode result."""
+    conn = triton_http.InferenceServerClient(f"127.0.0.1:{server.endpoints.http_port}")
+    for seed, (height, width) in enumerate(SIZES):
+        image = scene(height, width, seed)
+        tensor = triton_http.InferInput("IMAGE", [1, height, width, 3], "UINT8")
+        tensor.set_data_from_numpy(image[None])
+        result = conn.infer("ens", [tensor])
+        expected = local["dtop"].predict(image)
+        np.testing.assert_array_equal(result.as_numpy("LABELS")[0], expected.labels)
+        assert tuple(result.as_numpy("KEEP_RATIO")[0]) == expected.keep_ratio
 
 
 # -- bad requests -----------------------------------------------------------------------------
