@@ -392,3 +392,25 @@ def test_load_test_counts_every_request(server):
     assert result["requests"] == 6 and result["throughput"] > 0
     assert result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
     assert int(client.statistics()["inference_count"]) - before == 3 * (2 + 1)
+
+
+def test_dtp_triton_repo_cli(models, tmp_path):
+    from dtp_deploy.cli import main as dtp
+
+    runner = CliRunner()
+    written = runner.invoke(dtp, ["triton-repo", str(models["dtop"]), "-o", str(tmp_path / "repo"), "--mode",
+                                  "slide", "--crop", "96", "--instances", "2", "--no-dynamic-batching", "--json"])
+    assert written.exit_code == 0, written.output
+    assert json.loads(written.stdout)["models"] == ["dtp_segmenter"]
+    config = parse_config(tmp_path / "repo" / "dtp_segmenter")
+    assert config.instance_group[0].count == 2 and not config.HasField("dynamic_batching")
+    assert (config.parameters["mode"].string_value, config.parameters["crop"].string_value) == ("slide", "96,96")
+    for args, message in [
+        ([str(tmp_path / "missing.onnx")], "does not exist"),
+        ([str(models["dtop"]), "--layout", "ensemble"], "TensorRT engine"),
+        ([str(models["dtop"]), "--crop", "96"], "--mode slide only"),
+        ([str(models["dtop"]), "--instances", "0"], "at least 1"),
+        ([str(models["dtop"])], "already exist"),
+    ]:
+        result = runner.invoke(dtp, ["triton-repo", *args, "-o", str(tmp_path / "repo")])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
