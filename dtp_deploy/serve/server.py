@@ -156,10 +156,11 @@ class TritonServer:
         # The backend stub is a separate embedded interpreter: it finds this environment's
         # packages (numpy, dtp_deploy, onnxruntime) through the python first on PATH.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_package_root(), env.get("PYTHONPATH")]))
         with open(log, "wb") as handle:
+            # The stub ignores PYTHONPATH but puts its working folder first on sys.path: started
+            # next to the dtp_deploy package this process imported, it imports the same one.
             process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=env, start_new_session=True)
+                                       env=env, cwd=_package_root(), start_new_session=True)
         server = cls(repository, endpoints, log, process, workdir)
         atexit.register(server.stop)  # no server left behind by an interpreter that exits
         try:
