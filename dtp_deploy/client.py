@@ -148,10 +148,15 @@ class Client:
     # -- inference ----------------------------------------------------------------------------
     def predict(self, image: np.ndarray, *, color: str = "rgb", mode: str | None = None,
                 crop: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None,
-                return_scores: bool = False) -> Prediction:
+                return_scores: bool = False, protocol: str = "grid",
+                test_scale: str | Sequence[int] | None = None) -> Prediction:
         """Segment one ``(H, W, 3)`` uint8 image on the server; arguments as
         :meth:`Segmenter.predict`, except that ``mode=None`` (and no crop/stride) takes the
-        repository's defaults. ``timing.inference_ms`` is the round trip."""
+        repository's defaults and that the server runs the ``grid`` protocol only.
+        ``timing.inference_ms`` is the round trip."""
+        if protocol != "grid" or test_scale is not None:
+            raise ValueError(f"protocol {protocol!r} / test_scale: a served model runs the 'grid' "
+                             "protocol only; run the mmseg protocol in-process with Segmenter")
         _check_image(image)
         params: dict[str, str] = {"color": color}
         if mode is not None:

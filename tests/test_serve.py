@@ -335,7 +335,7 @@ def test_dtp_run_through_the_server_writes_the_local_outputs(server, models, tmp
         assert (tmp_path / "remote" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
     missing = runner.invoke(main, ["--server", server.endpoints.http, "nope", str(folder), "-o",
                                    str(tmp_path / "x")])
-    assert missing.exit_code == 3 and "nope" in missing.output
+    assert missing.exit_code == 2 and "nope" in missing.output
 
 
 def test_model_failing_at_load_is_reported(tmp_path):
