@@ -414,3 +414,14 @@ def test_dtp_triton_repo_cli(models, tmp_path):
     ]:
         result = runner.invoke(dtp, ["triton-repo", *args, "-o", str(tmp_path / "repo")])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+@pytest.mark.parametrize("name", ["triton_repo", "serve"])
+def test_commands_follow_the_cli_conventions(name):
+    from dtp_deploy.serve import cli
+
+    command = getattr(cli, name)
+    assert CliRunner().invoke(command, ["--version"]).exit_code == 0
+    short = CliRunner().invoke(command, ["-h"])
+    assert short.exit_code == 0 and "Exit codes" in short.stdout and "Examples:" in short.stdout
+    assert "--quiet" in short.stdout and "--json" in short.stdout

@@ -17,25 +17,10 @@ from pathlib import Path
 
 import click
 
+from dtp_deploy.cli_common import CONTEXT, SIZE, verbosity_options, version_option
+from dtp_deploy.cli_common import fail as _fail
+
 EXIT_OK, EXIT_DIED, EXIT_USAGE, EXIT_START = 0, 1, 2, 3
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _pair(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    parts = value.replace("x", ",").split(",")
-    try:
-        pair = [int(p) for p in parts] * (2 if len(parts) == 1 else 1)
-    except ValueError:
-        pair = []
-    if len(pair) != 2 or min(pair) <= 0:
-        raise click.BadParameter(f"{value!r}: expected a positive int or HEIGHT,WIDTH")
-    return pair[0], pair[1]
 
 
 def serving_options(f):
@@ -47,8 +32,8 @@ def serving_options(f):
         click.option("--mode", type=click.Choice(["whole", "slide"]), default=None,
                      help="Default mode of requests [default: slide at the model's protocol crop if its "
                           "metadata names one, else whole]."),
-        click.option("--crop", default=None, help="Default slide crop: N or H,W."),
-        click.option("--stride", default=None, help="Default slide stride: N or H,W."),
+        click.option("--crop", type=SIZE, default=None, help="Default slide crop S or HxW."),
+        click.option("--stride", type=SIZE, default=None, help="Default slide stride S or HxW."),
         click.option("--max-batch-size", default=8, show_default=True, help="Images per model execution."),
         click.option("--dynamic-batching/--no-dynamic-batching", default=True, show_default=True,
                      help="Let Triton group waiting requests into one execution."),
@@ -88,20 +73,18 @@ def _write(model, out, *, name, layout, backend, metadata, mode, crop, stride, m
         if mode or crop or stride:
             if (crop or stride) and mode != "slide":
                 raise RepositoryError("--crop and --stride apply to --mode slide only")
-            options = RequestOptions(mode=mode or "whole", crop=_pair(crop), stride=_pair(stride))
+            options = RequestOptions(mode=mode or "whole", crop=crop, stride=stride)
         with tempfile.TemporaryDirectory(prefix="dtp-export-") as folder:
             path = resolve_model(model, Path(folder))
             return write_repository(path, out, name=name, layout=layout, backend=backend, metadata=metadata,
                                     options=options, serving=serving, overwrite=overwrite)
-    except click.BadParameter:
-        raise
     except (RepositoryError, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     except Exception as err:  # a model the runtime cannot open (RuntimeSetupError, ExportError)
         _fail(f"cannot read the model {model}: {err}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.argument("model")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The repository folder (created; other models in it are kept).")
@@ -113,7 +96,9 @@ def _write(model, out, *, name, layout, backend, metadata, mode, crop, stride, m
 @serving_options
 @click.option("--overwrite", is_flag=True, help="Replace model folders of the same names.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written folders as JSON.")
-def triton_repo(model, out, layout, metadata, overwrite, as_json, **kwargs):
+@verbosity_options
+@version_option
+def triton_repo(model, out, layout, metadata, overwrite, as_json, quiet, verbose, **kwargs):
     """Write a Triton model repository serving MODEL (.onnx, a TensorRT engine, or a built-in
     name such as dtop-vit-t, exported on the fly).
 
@@ -125,16 +110,20 @@ def triton_repo(model, out, layout, metadata, overwrite, as_json, **kwargs):
       dtp-triton-repo dovit-vit-t -o repo/ --name dovit --instances 2 --max-queue-delay-us 5000
       dtp-triton-repo model.engine -o repo/ --kind gpu --gpus 0,1        # Segmenter on TensorRT
       dtp-triton-repo model.engine -o repo/ --layout ensemble --metadata model.onnx
+
+    \b
+    Exit codes: 0 written; 2 bad usage or input (options, a missing or unreadable model, model
+    folders that exist without --overwrite).
     """
     folders = _write(model, out, layout=layout, metadata=metadata, overwrite=overwrite, **kwargs)
     if as_json:
         click.echo(json.dumps({"repository": str(out), "models": [f.name for f in folders]}))
-    else:
+    elif not quiet:
         for folder in folders:
             click.echo(f"wrote {folder}/config.pbtxt")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.argument("model")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the repository here and keep it (default: a temporary folder).")
@@ -153,8 +142,10 @@ def triton_repo(model, out, layout, metadata, overwrite, as_json, **kwargs):
               help="On stopping, seconds to wait for requests in flight and open HTTP connections.")
 @click.option("--tritonserver", default=None, help="A tritonserver binary (default: nvidia-pytriton's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON line.")
+@verbosity_options
+@version_option
 def serve(model, repo, host, http_port, grpc_port, metrics_port, log_level, log_file, timeout,
-          exit_timeout, tritonserver, as_json, **kwargs):
+          exit_timeout, tritonserver, as_json, quiet, verbose, **kwargs):
     """Serve MODEL on Triton Inference Server until Ctrl-C or SIGTERM.
 
     MODEL is an exported .onnx, a TensorRT engine, a built-in name (dtop-vit-t, dovit-vit-t),
@@ -166,6 +157,10 @@ def serve(model, repo, host, http_port, grpc_port, metrics_port, log_level, log_
       dtp-serve model.onnx --instances 2 --max-queue-delay-us 5000 --http-port 0 --json
       dtp-serve repo/ --host 0.0.0.0
       dtp-run --server http://127.0.0.1:8000 dtp_segmenter images/ -o out/
+
+    \b
+    Exit codes: 0 stopped by Ctrl-C or SIGTERM; 1 the server stopped by itself; 2 bad usage or
+    input; 3 the server or a model failed to start (Triton's error is shown).
     """
     from .repository import is_repository
     from .server import ServeError, TritonServer
@@ -199,4 +194,5 @@ def serve(model, repo, host, http_port, grpc_port, metrics_port, log_level, log_
                 if not server.running():
                     _fail(f"tritonserver stopped by itself (status {server.process.returncode}):\n"
                           f"{server.errors() or server.log_tail()}", EXIT_DIED)
-        click.echo("stopped", err=True)
+        if not quiet:
+            click.echo("stopped", err=True)
