@@ -425,3 +425,12 @@ def test_commands_follow_the_cli_conventions(name):
     short = CliRunner().invoke(command, ["-h"])
     assert short.exit_code == 0 and "Exit codes" in short.stdout and "Examples:" in short.stdout
     assert "--quiet" in short.stdout and "--json" in short.stdout
+
+
+def test_builtin_name_without_torch_says_what_to_install(tmp_path, monkeypatch):
+    from dtp_deploy.serve import cli
+
+    monkeypatch.setitem(sys.modules, "dtp_deploy.builtin", None)  # as when torch is missing
+    result = CliRunner().invoke(cli.triton_repo, ["dtop-vit-t", "-o", str(tmp_path / "repo")])
+    assert result.exit_code == 2 and "pip install 'dtp-deploy[torch]'" in result.output
+    assert not (tmp_path / "repo").exists()

@@ -281,13 +281,17 @@ def _ensemble_configs(name: str, model: Path, meta: ModelMetadata, serving: Serv
 def resolve_model(model: str | os.PathLike, folder: Path) -> Path:
     """A model file as given, or a built-in model's name exported to ``folder`` as a portable
     ONNX graph of dynamic batch and size (needs torch; tens of seconds)."""
-    from dtp_deploy.builtin import is_builtin_name
-
-    if not is_builtin_name(model):
+    if Path(model).exists():
         return Path(model)
-    from dtp_deploy.builtin import load_builtin_model
-    from exporters import export_onnx
-
+    try:
+        from dtp_deploy.builtin import is_builtin_name, load_builtin_model
+        from exporters import export_onnx
+    except ImportError as err:
+        raise RepositoryError(f"{model} is not a file, and built-in models need torch to be exported "
+                              f"({err.name} is missing): pass an exported .onnx, or pip install "
+                              "'dtp-deploy[torch]'") from err
+    if not is_builtin_name(model):
+        return Path(model)  # write_repository names the missing file
     path = folder / f"{model}.onnx"
     export_onnx(load_builtin_model(str(model)), path, flavour="portable", dynamic_batch=True,
                 dynamic_shape=True, progress=False)
