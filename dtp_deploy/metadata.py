@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 PREFIX = "dtp."
@@ -33,6 +33,10 @@ class ModelMetadata:
     context_topk: int
     precision: str  # "fp32" | "fp16"
     outputs: tuple[str, ...]  # graph outputs, e.g. ("scores", "keep_counts")
+    # Optional (absent from graphs of older versions): one RGB colour per class (empty: none
+    # known) and the official evaluation settings (see ModelConfig.protocol).
+    palette: tuple[tuple[int, int, int], ...] = ()
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -50,7 +54,8 @@ class ModelMetadata:
         for f in fields(cls):
             raw = props.get(PREFIX + f.name)
             if raw is None:
-                missing.append(PREFIX + f.name)
+                if f.default is MISSING and f.default_factory is MISSING:
+                    missing.append(PREFIX + f.name)
                 continue
             try:
                 value = json.loads(raw)
@@ -64,4 +69,6 @@ class ModelMetadata:
         for key in ("input_size", "trained_size"):
             if values[key] is not None:
                 values[key] = tuple(values[key])
+        if "palette" in values:
+            values["palette"] = tuple(tuple(c) for c in values["palette"])
         return cls(**values)

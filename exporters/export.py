@@ -294,7 +294,8 @@ def export_onnx(
             input_size=None if dynamic_shape else (height, width),
             trained_size=tuple(cfg.img_size), stage_ends=tuple(cfg.stage_ends),
             thresholds=tuple(reference.thresholds), context_topk=cfg.context_topk,
-            precision="fp16" if fp16 else "fp32", outputs=tuple(output_names))
+            precision="fp16" if fp16 else "fp32", outputs=tuple(output_names),
+            palette=tuple(cfg.palette), protocol=dict(cfg.protocol))
         onnx.helper.set_model_props(proto, meta.to_props())
         proto.producer_name, proto.producer_version = "dtp-deploy", __version__
         proto.doc_string = (f"{cfg.arch} ({cfg.method}) exported by dtp-export; "

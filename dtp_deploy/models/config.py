@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 ADE20K_MEAN = (123.675, 116.28, 103.53)
 ADE20K_STD = (58.395, 57.12, 57.375)
+#: mean = std = 127.5: the official DToP ViT-L and DoViT ADE20K configs.
+HALF = (127.5, 127.5, 127.5)
+
+PROTOCOL_KEYS = frozenset({"crop_size", "stride", "test_scale", "dataset", "reduce_zero_label"})
+
+
+def _protocol(dataset: str, crop: int, stride: int, scale: tuple[int, int], reduce_zero_label: bool) -> dict[str, Any]:
+    return {"dataset": dataset, "crop_size": [crop, crop], "stride": [stride, stride],
+            "test_scale": list(scale), "reduce_zero_label": reduce_zero_label}
+
+
+# The official test settings (dataset configs' test pipelines and the models' ``test_cfg``).
+ADE20K_512 = _protocol("ADE20KDataset", 512, 341, (2048, 512), True)  # DToP ViT-B
+ADE20K_640 = _protocol("ADE20KDataset", 640, 320, (2560, 640), True)  # DToP ViT-L
+PASCAL_CONTEXT_480 = _protocol("PascalContextDataset59", 480, 320, (2048, 520), True)  # DToP ViT-L
+COCO_STUFF_512 = _protocol("COCOStuffDataset", 512, 341, (2048, 512), True)  # DToP ViT-L
+ADE20K_512_SEGMENTER = _protocol("ADE20KDataset", 512, 480, (2048, 512), True)  # DoViT (mmseg Segmenter base)
+CITYSCAPES_768 = _protocol("CityscapesDataset", 768, 512, (2048, 1024), False)  # DoViT
 
 
 @dataclass
@@ -15,7 +34,11 @@ class ModelConfig:
     """Everything needed to rebuild a model; stored in checkpoints and ONNX metadata.
 
     ``stage_ends`` are 1-based block counts after which a head sits (the last equals ``depth``);
-    ``thresholds`` has one entry per auxiliary (non-final) stage.
+    ``thresholds`` has one entry per auxiliary (non-final) stage, each in (0, 1] (1: nothing
+    exits). ``palette`` is one RGB colour per class (empty: none known). ``protocol`` holds the
+    official evaluation settings when known: ``crop_size`` [h, w] and ``stride`` [h, w] of
+    sliding-window inference, ``test_scale`` [w, h] (mmseg's keep-ratio resize), ``dataset``
+    (mmseg's dataset type name) and ``reduce_zero_label``.
     """
 
     arch: str
@@ -37,6 +60,8 @@ class ModelConfig:
     mean: tuple[float, float, float] = ADE20K_MEAN
     std: tuple[float, float, float] = ADE20K_STD
     extra: dict[str, Any] = field(default_factory=dict)
+    palette: tuple[tuple[int, int, int], ...] = ()
+    protocol: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stage_ends = tuple(int(s) for s in self.stage_ends)
@@ -45,6 +70,8 @@ class ModelConfig:
         self.class_names = tuple(self.class_names) or tuple(f"class_{i}" for i in range(self.num_classes))
         self.mean = tuple(float(m) for m in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(s) for s in self.std)  # type: ignore[assignment]
+        self.palette = tuple(tuple(int(c) for c in colour) for colour in self.palette)  # type: ignore[misc]
+        self.protocol = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in self.protocol.items()}
         self.validate()
 
     @property
@@ -56,8 +83,19 @@ class ModelConfig:
         if not ends or list(ends) != sorted(set(ends)) or ends[0] < 1 or ends[-1] != self.depth:
             raise ValueError(f"{self.arch}: stage_ends {ends} must be increasing, >= 1 and end at depth {self.depth}")
         if len(self.thresholds) != len(ends) - 1:
-            raise ValueError(f"{self.arch}: {len(self.thresholds)} thresholds given, "
-                             f"expected one per auxiliary stage ({len(ends) - 1})")
+            raise ValueError(f"{self.arch} has {len(ends) - 1} auxiliary stages; got "
+                             f"{len(self.thresholds)} thresholds {list(self.thresholds)}")
+        bad = [t for t in self.thresholds if not (math.isfinite(t) and 0.0 < t <= 1.0)]
+        if bad:
+            raise ValueError(f"{self.arch}: exit threshold {bad[0]} is outside (0, 1]; a token exits "
+                             "when its confidence is above the threshold (1: nothing exits)")
+        if self.palette and (len(self.palette) != self.num_classes or any(
+                len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in self.palette)):
+            raise ValueError(f"{self.arch}: palette must give one RGB colour (0-255) per class "
+                             f"({self.num_classes}), got {len(self.palette)} entries")
+        unknown = sorted(set(self.protocol) - PROTOCOL_KEYS)
+        if unknown:
+            raise ValueError(f"{self.arch}: unknown protocol keys {unknown}; known: {sorted(PROTOCOL_KEYS)}")
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"{self.arch}: {len(self.class_names)} class names for {self.num_classes} classes")
         if any(s % self.patch_size for s in self.img_size):
@@ -70,6 +108,7 @@ class ModelConfig:
         out = dataclasses.asdict(self)
         for key in ("stage_ends", "img_size", "thresholds", "class_names", "mean", "std"):
             out[key] = list(out[key])
+        out["palette"] = [list(c) for c in self.palette]
         return out
 
     @classmethod
@@ -90,16 +129,20 @@ def _dtop(arch: str, embed_dim: int, depth: int, num_heads: int, stage_ends, hea
                        thresholds=(threshold,) * (len(stage_ends) - 1), **kw)
 
 
-# DToP presets. ViT-B / ViT-L follow the official configs (heads after blocks 6, 8, 12 and
-# 8, 16, 24; head width 384 and 512; thresholds 0.9 and 0.95). ViT-S follows the same layout
-# at DeiT-S width. ViT-T is this project's small model for tests and the built-in model.
+# DToP presets (official configs ``config/prune/prune_segvit_*.py``; docs/checkpoints.md lists
+# where every value comes from). ViT-B: ADE20K 512, heads after blocks 6, 8, 12, head width 384
+# with 6 attention heads (PruneHead's default), threshold 0.9, ImageNet mean/std. ViT-L: ADE20K
+# 640, heads after 8, 16, 24, head width 512 with 8 attention heads, threshold 0.95, mean = std =
+# 127.5 (every official ViT-L config); its Pascal-Context and COCO-Stuff configs use 16 attention
+# heads (see DATASET_VARIANTS). ViT-S has no official config: ViT-B's layout at DeiT-S width.
+# ViT-T is this project's small model for tests and the built-in model.
 PRESETS: dict[str, ModelConfig] = {
     "dtop-vit-t": _dtop("dtop-vit-t", 192, 6, 3, (3, 4, 6), 96, 3, 0.9,
                         head_layers=2, img_size=(192, 192)),
-    "dtop-vit-s": _dtop("dtop-vit-s", 384, 12, 6, (6, 8, 12), 192, 6, 0.9),
-    "dtop-vit-b": _dtop("dtop-vit-b", 768, 12, 12, (6, 8, 12), 384, 6, 0.9),
+    "dtop-vit-s": _dtop("dtop-vit-s", 384, 12, 6, (6, 8, 12), 192, 6, 0.9, protocol=ADE20K_512),
+    "dtop-vit-b": _dtop("dtop-vit-b", 768, 12, 12, (6, 8, 12), 384, 6, 0.9, protocol=ADE20K_512),
     "dtop-vit-l": _dtop("dtop-vit-l", 1024, 24, 16, (8, 16, 24), 512, 8, 0.95,
-                        img_size=(640, 640)),
+                        img_size=(640, 640), mean=HALF, std=HALF, protocol=ADE20K_640),
 }
 
 
@@ -125,20 +168,33 @@ def _dovit(arch: str, embed_dim: int, depth: int, num_heads: int, stage_ends, th
 # blocks: those are the stage ends here (the paper's "after blocks 3, 6, 9" reads the indices
 # as mmseg's usual outputs-after-block).
 # S/B: ADE20K 512x512, mean/std 127.5, exit threshold 0.96 and low-confidence stop 0.02 (the
-# official ``diff_conf``). L: only a Cityscapes config exists: 768x768, 19 classes, ImageNet
-# mean/std, threshold 0.985. Cityscapes S/B: ``num_classes=19, img_size=(768, 768)``, thresholds
-# 0.985, ImageNet mean/std. ViT-T is this project's small model for tests and the built-in model.
-_HALF = (127.5, 127.5, 127.5)
+# official ``diff_conf``), slide inference 512/480 (mmseg's Segmenter base). L: only a Cityscapes
+# config exists: 768x768, 19 classes, ImageNet mean/std, threshold 0.985, slide 768/512.
+# Cityscapes S/B: see DATASET_VARIANTS. ViT-T is this project's small model for tests and the
+# built-in model.
 PRESETS.update({
     "dovit-vit-t": _dovit("dovit-vit-t", 192, 6, 3, (2, 4, 6), 0.96, img_size=(192, 192),
                           extra={"aux_channels": 128}),
-    "dovit-vit-s": _dovit("dovit-vit-s", 384, 12, 6, (2, 5, 8, 12), 0.96, mean=_HALF, std=_HALF,
-                          extra={"low_conf_stop": 0.02}),
-    "dovit-vit-b": _dovit("dovit-vit-b", 768, 12, 12, (2, 5, 8, 12), 0.96, mean=_HALF, std=_HALF,
-                          extra={"low_conf_stop": 0.02}),
+    "dovit-vit-s": _dovit("dovit-vit-s", 384, 12, 6, (2, 5, 8, 12), 0.96, mean=HALF, std=HALF,
+                          extra={"low_conf_stop": 0.02}, protocol=ADE20K_512_SEGMENTER),
+    "dovit-vit-b": _dovit("dovit-vit-b", 768, 12, 12, (2, 5, 8, 12), 0.96, mean=HALF, std=HALF,
+                          extra={"low_conf_stop": 0.02}, protocol=ADE20K_512_SEGMENTER),
     "dovit-vit-l": _dovit("dovit-vit-l", 1024, 24, 16, (6, 12, 18, 24), 0.985, num_classes=19,
-                          img_size=(768, 768)),
+                          img_size=(768, 768), protocol=CITYSCAPES_768),
 })
+
+_CITYSCAPES = {"mean": ADE20K_MEAN, "std": ADE20K_STD, "thresholds": 0.985,
+               "extra": {"low_conf_stop": -1.0}, "protocol": CITYSCAPES_768}
+
+#: Official configs of one preset on another dataset, told apart by the number of classes (which
+#: the weights give): ``(arch, num_classes) -> (dataset, overrides)``. ``thresholds`` is one value
+#: for every auxiliary stage; ``extra`` entries update the preset's.
+DATASET_VARIANTS: dict[tuple[str, int], tuple[str, dict[str, Any]]] = {
+    ("dtop-vit-l", 59): ("Pascal-Context 59", {"head_heads": 16, "protocol": PASCAL_CONTEXT_480}),
+    ("dtop-vit-l", 171): ("COCO-Stuff 10k", {"head_heads": 16, "protocol": COCO_STUFF_512}),
+    ("dovit-vit-s", 19): ("Cityscapes", _CITYSCAPES),
+    ("dovit-vit-b", 19): ("Cityscapes", _CITYSCAPES),
+}
 
 
 def preset(arch: str, **overrides: Any) -> ModelConfig:
@@ -146,6 +202,7 @@ def preset(arch: str, **overrides: Any) -> ModelConfig:
     if arch not in PRESETS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(PRESETS)}")
     base = PRESETS[arch]
-    if "num_classes" in overrides and "class_names" not in overrides:
-        overrides["class_names"] = ()
+    if "num_classes" in overrides:
+        overrides.setdefault("class_names", ())
+        overrides.setdefault("palette", ())
     return dataclasses.replace(base, **overrides)
