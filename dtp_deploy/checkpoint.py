@@ -27,8 +27,9 @@ from typing import Any
 import torch
 
 from . import __version__
+from .mmconfig import config_facts
 from .models import PRESETS, ModelConfig, TokenPruningSegmenter, build_from_config, preset
-from .models.config import ADE20K_MEAN, ADE20K_STD
+from .models.config import DATASET_VARIANTS
 
 FORMAT = "dtp-deploy"
 
@@ -216,10 +217,7 @@ def _count(state: Mapping[str, Any], pattern: str) -> int:
 
 
 def infer_dovit_config(state: Mapping[str, torch.Tensor], arch: str | None, path: str) -> ModelConfig:
-    """DoViT architecture from weight shapes (our naming); see :func:`infer_config`.
-
-    19 classes picks the official Cityscapes settings (ImageNet mean/std, threshold 0.985)
-    when the preset is an ADE20K one."""
+    """DoViT architecture from weight shapes (our naming); see :func:`infer_config`."""
     try:
         embed_dim = state["encoder.patch_embed.proj.weight"].shape[0]
         depth = _count(state, r"encoder\.blocks\.(\d+)\.")
@@ -238,17 +236,13 @@ def infer_dovit_config(state: Mapping[str, torch.Tensor], arch: str | None, path
         ) from None
     arch = arch or _pick_arch("dovit", embed_dim, depth, num_aux + 1, path)
     base = preset(arch)
-    overrides: dict[str, Any] = {}
-    if num_classes == 19 and base.num_classes == 150:
-        overrides = {"mean": ADE20K_MEAN, "std": ADE20K_STD,
-                     "thresholds": (0.985,) * (base.num_stages - 1)}
     extra = {**base.extra, "class_token": "encoder.cls_token" in state,
              "final_norm": "final_norm.weight" in state, "aux_channels": int(aux_channels),
              "aux_convs": aux_convs, "aux_kernel": int(aux_kernel)}
     head_heads = base.head_heads if head_dim % base.head_heads == 0 else 1
     return preset(arch, num_classes=num_classes, head_dim=head_dim, head_heads=head_heads,
                   head_layers=head_layers, extra=extra,
-                  img_size=_square_img_size(grid_tokens, base.patch_size, path), **overrides)
+                  img_size=_square_img_size(grid_tokens, base.patch_size, path))
 
 
 def infer_config(state: Mapping[str, torch.Tensor], arch: str | None, path: str) -> ModelConfig:
@@ -279,42 +273,226 @@ def infer_config(state: Mapping[str, torch.Tensor], arch: str | None, path: str)
                   img_size=img_size)
 
 
+class _TrainingLogState:
+    """Stands in for training-log objects that official checkpoints pickle outside the weights
+    (mmengine's ``HistoryBuffer`` in ``message_hub``): their state is kept as plain attributes
+    and never used. No code of theirs runs."""
+
+
+def _safe_globals() -> list[Any]:
+    """What weights-only loading may rebuild beyond torch's own allow-list.
+
+    Real trainer files pickle numpy values in their logs and meta (mmengine's ``message_hub``
+    holds ``HistoryBuffer`` objects with numpy arrays; the best score that mmcv/mmengine hooks
+    record is a numpy float). numpy arrays, scalars and dtypes are plain data; numpy 1.x files
+    name them under ``numpy.core``, numpy 2.x under ``numpy._core``."""
+    import numpy as np
+
+    allowed: list[Any] = [np.ndarray, np.dtype,
+                          (_TrainingLogState, "mmengine.logging.history_buffer.HistoryBuffer")]
+    allowed += list({type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64,
+                                                 np.int32, np.uint8, np.bool_)})
+    reconstruct, scalar = np.zeros(1).__reduce__()[0], np.float64(0).__reduce__()[0]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(reconstruct, f"{module}._reconstruct"), (scalar, f"{module}.scalar")]
+    return allowed
+
+
+_UNSUPPORTED = re.compile(r"GLOBAL ([\w.]+)")
+
+
 def _load_file(path: str) -> Any:
+    """``torch.load`` with ``weights_only=True`` (never anything else): no code in the file runs.
+
+    Errors say what is wrong and how to get a loadable file; torch's own advice (to load
+    without ``weights_only``, which can run arbitrary code) is never passed on."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: is empty (0 bytes); was it written completely? "
+                              "Copy or save the checkpoint again")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or foreign files
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt, foreign or unsafe files
+        message = str(err)
+        detail = message.split("WeightsUnpickler error:", 1)[-1]  # never torch's advice above it
+        found = _UNSUPPORTED.search(detail) if "Weights only load failed" in message else None
+        if found:
+            raise CheckpointError(
+                f"{path}: pickles {found.group(1)} beside its weights, which dtp-deploy does not "
+                "load (only tensors and plain data are read, so that no code in the file can "
+                "run). In the environment that trained it, and only for a file you trust, save "
+                "the weights alone: torch.save({'meta': ckpt['meta'], 'state_dict': "
+                "ckpt['state_dict']}, 'weights.pth') (drop the meta if it holds that object)"
+            ) from None
+        first = next((line.strip() for line in detail.splitlines() if line.strip()), "no details")
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200]}). Is the file truncated or of another format?"
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {first[:200]}). "
+            "Is the file truncated or of another format?"
         ) from None
 
 
+#: Entries of official state dicts that only training uses, skipped on load; anything else that
+#: the model does not have is an error. Each: (key pattern, what it is).
+TRAINING_ONLY: tuple[tuple[str, str], ...] = (
+    (r"(decode_head|auxiliary_head\.\d+)\.loss_decode(\.\d+)?\.criterion\.empty_weight",
+     "DToP's ATM loss buffer (SetCriterion's class weights with the no-object weight)"),
+    (r"ema_[^.]+",
+     "mmcv 0.x EMAHook's running averages (one ema_<name> buffer per parameter); the trained "
+     "weights are loaded. mmengine's EMAHook keeps its copy under the separate top-level "
+     "ema_state_dict, and its state_dict already holds the averaged weights"),
+)
+
+#: Where a setting came from, as ``dtp-info`` shows it.
+FROM_PRESET, FROM_WEIGHTS, FROM_META, FROM_CONFIG, FROM_FLAG, FROM_OURS = (
+    "preset", "weights", "checkpoint meta", "config text", "flag", "dtp-deploy checkpoint")
+#: The settings whose origin is tracked.
+TRACKED = ("arch", "num_classes", "img_size", "class_names", "palette", "mean", "std",
+           "thresholds", "head_heads", "protocol")
+
+
+def _drop_training_entries(state: Mapping[str, Any]) -> dict[str, Any]:
+    patterns = [re.compile(p) for p, _ in TRAINING_ONLY]
+    return {k: v for k, v in state.items() if not any(p.fullmatch(k) for p in patterns)}
+
+
+def _meta_facts(data: Mapping[str, Any], num_classes: int, path: str) -> dict[str, Any]:
+    """Class names, palette, ``reduce_zero_label`` and config text from an official file's meta:
+    mmengine (``meta.dataset_meta.classes/palette``, ``meta.cfg``) or mmcv 0.x
+    (``meta.CLASSES/PALETTE``, ``meta.config``)."""
+    meta = data.get("meta")
+    if not isinstance(meta, Mapping):
+        return {}
+    dataset_meta = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), Mapping) else {}
+    facts: dict[str, Any] = {}
+    classes = dataset_meta.get("classes", meta.get("CLASSES"))
+    palette = dataset_meta.get("palette", meta.get("PALETTE"))
+    if classes is not None:
+        if (not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes)
+                or len(classes) != num_classes):
+            raise CheckpointError(
+                f"{path}: its meta lists {len(classes) if isinstance(classes, (list, tuple)) else 'no'} "
+                f"class names but the weights have {num_classes} classes; the file mixes two models")
+        facts["class_names"] = tuple(classes)
+    if palette is not None:
+        ok = isinstance(palette, (list, tuple)) and len(palette) == num_classes and all(
+            isinstance(c, (list, tuple)) and len(c) == 3
+            and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in palette)
+        if not ok:
+            raise CheckpointError(f"{path}: its meta palette is not one RGB colour (0-255) for "
+                                  f"each of the {num_classes} classes")
+        facts["palette"] = tuple(tuple(int(v) for v in c) for c in palette)
+    if isinstance(dataset_meta.get("reduce_zero_label"), bool):
+        facts["reduce_zero_label"] = dataset_meta["reduce_zero_label"]
+    text = meta.get("cfg", meta.get("config"))
+    if isinstance(text, str) and text.strip():
+        facts["config_text"] = text
+    return facts
+
+
+def _apply_file_facts(config: ModelConfig, data: Mapping[str, Any], sources: dict[str, str],
+                      path: str) -> ModelConfig:
+    """Use what an official file says about itself: dataset variant (by class count), meta,
+    config text. Later sources override earlier ones."""
+    changes: dict[str, Any] = {}
+    variant = DATASET_VARIANTS.get((config.arch, config.num_classes))
+    if variant:
+        dataset, overrides = variant
+        for key, value in overrides.items():
+            if key == "thresholds":
+                value = (value,) * (config.num_stages - 1)
+            if key == "extra":
+                value = {**config.extra, **value}
+            changes[key] = value
+            sources[key if key != "extra" else "low_conf_stop"] = f"{FROM_PRESET} ({dataset} variant)"
+    meta = _meta_facts(data, config.num_classes, path)
+    for key in ("class_names", "palette"):
+        if key in meta:
+            changes[key], sources[key] = meta[key], FROM_META
+    protocol = dict(changes.get("protocol", config.protocol))
+    if "reduce_zero_label" in meta:
+        protocol["reduce_zero_label"] = meta["reduce_zero_label"]
+        sources["protocol"] = FROM_META
+    if "config_text" in meta:
+        try:
+            facts = config_facts(meta["config_text"], config.method)
+        except ValueError as err:
+            sources["config text"] = f"not read: {err}"
+            facts = {}
+        for key in ("mean", "std", "head_heads"):
+            if key in facts:
+                changes[key], sources[key] = facts[key], FROM_CONFIG
+        thresholds = facts.get("thresholds")
+        if isinstance(thresholds, float):
+            thresholds = (thresholds,) * (config.num_stages - 1)
+        if thresholds is not None:
+            if len(thresholds) != config.num_stages - 1:
+                raise CheckpointError(
+                    f"{path}: its config gives {len(thresholds)} exit thresholds for "
+                    f"{config.num_stages - 1} auxiliary heads in the weights; pass --threshold "
+                    "once per auxiliary head")
+            changes["thresholds"], sources["thresholds"] = tuple(thresholds), FROM_CONFIG
+        if "low_conf_stop" in facts:
+            changes["extra"] = {**changes.get("extra", config.extra), "low_conf_stop": facts["low_conf_stop"]}
+            sources["low_conf_stop"] = FROM_CONFIG
+        if facts.get("protocol"):
+            protocol.update(facts["protocol"])
+            sources["protocol"] = FROM_CONFIG
+    changes["protocol"] = protocol
+    if "head_heads" in changes and config.head_dim % changes["head_heads"]:
+        raise CheckpointError(f"{path}: its config gives {changes['head_heads']} attention heads "
+                              f"for decode heads of width {config.head_dim}; pass --head-heads")
+    try:
+        return config.replace(**changes)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+
+
 def load_model(path: str | os.PathLike, *, arch: str | None = None,
-               thresholds: Sequence[float] | None = None, pruning: bool = True) -> TokenPruningSegmenter:
-    """Load a checkpoint (our format, official DToP/DoViT, or a bare state dict) into an eval-mode model.
+               thresholds: Sequence[float] | None = None, pruning: bool = True,
+               head_heads: int | None = None) -> TokenPruningSegmenter:
+    """Load a checkpoint into an eval-mode model: our format, an official file as the DToP
+    (mmengine) or DoViT (mmcv 0.x) trainer writes it, or a bare state dict.
+
+    From official files the architecture comes from the weights (or ``arch``), class names and
+    palette from the meta, and mean/std, exit thresholds, the decode heads' attention heads and
+    the evaluation protocol from the config text in the meta (read, never executed); the rest
+    from the preset. ``model.sources`` says where each setting came from. Entries listed in
+    :data:`TRAINING_ONLY` are skipped; any other missing, unexpected or mis-shaped weight is an
+    error naming the file and the fix.
 
     Args:
         path: the checkpoint file.
         arch: preset name; needed only when the weights do not say it (official/bare files).
-        thresholds: per-auxiliary-stage exit thresholds overriding the checkpoint's.
+        thresholds: per-auxiliary-stage exit thresholds overriding the checkpoint's, each in (0, 1].
         pruning: ``False`` for the dense baseline from the same weights.
+        head_heads: attention heads of the decode heads (which weights cannot reveal), overriding
+            the checkpoint's config and the preset.
     """
     path = str(path)
     data = _load_file(path)
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path}: holds a {type(data).__name__}, not a checkpoint dictionary")
     if data.get("format") == FORMAT:
-        config = ModelConfig.from_dict(dict(data["config"]))
+        try:
+            config = ModelConfig.from_dict(dict(data["config"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: its dtp-deploy config is invalid ({err}); save the "
+                                  "model again") from None
         if arch is not None and arch != config.arch:
             raise CheckpointError(f"{path}: holds a {config.arch} model, not {arch}; drop --arch")
         state = data["state_dict"]
+        sources = {key: FROM_OURS for key in TRACKED}
     else:
         state = data.get("state_dict", data)
-        if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        if (not isinstance(state, Mapping) or not state
+                or not all(isinstance(v, torch.Tensor) for v in state.values())):
             raise CheckpointError(f"{path}: no state dict of tensors found (top-level keys: "
-                                  f"{sorted(data)[:8]})")
+                                  f"{sorted(map(str, data))[:8]})")
+        state = _drop_training_entries(state)
         if _is_official(state) and any(
                 re.fullmatch(r"backbone\.layers\.\d+\.attn\.qkv\.weight", k) for k in state):
             state = dovit_from_official(state)  # timm-style attention: DoViT
@@ -324,10 +502,26 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None,
                 num_stages = 1 + sum(1 for k in state if re.fullmatch(r"auxiliary_head\.\d+\.q\.weight", k))
                 state = from_official(state, num_stages)
             config = infer_config(state, arch, path)
+        sources = {key: FROM_PRESET for key in TRACKED}
+        sources.update({key: FROM_WEIGHTS for key in ("arch", "num_classes", "img_size")})
+        if arch:
+            sources["arch"] = FROM_FLAG
+        config = _apply_file_facts(config, data, sources, path)
+    flags: dict[str, Any] = {}
+    if thresholds is not None:
+        flags["thresholds"] = tuple(float(t) for t in thresholds)
+    if head_heads is not None:
+        if head_heads < 1 or config.head_dim % head_heads:
+            raise CheckpointError(f"--head-heads {head_heads} does not divide the decode heads' "
+                                  f"width {config.head_dim}; pass a divisor of it")
+        flags["head_heads"] = int(head_heads)
+    if flags:
+        config = config.replace(**flags)  # validated like every config (thresholds in (0, 1])
+        sources.update({key: FROM_FLAG for key in flags})
     model = build_from_config(config)
     _strict_load(model, state, path)
-    model.set_thresholds(thresholds)
     model.pruning = pruning
+    model.sources = sources
     return model.eval()
 
 
