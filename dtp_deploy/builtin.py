@@ -38,13 +38,15 @@ def is_builtin_name(path: str | os.PathLike) -> bool:
 
 
 def open_model(path: str | os.PathLike | None = None, *, arch: str | None = None,
-               thresholds: Sequence[float] | None = None, pruning: bool = True) -> TokenPruningSegmenter:
+               thresholds: Sequence[float] | None = None, pruning: bool = True,
+               head_heads: int | None = None) -> TokenPruningSegmenter:
     """A checkpoint file, a built-in model name (``dovit-vit-t``), or the default built-in model
-    when ``path`` is None: what every CLI accepts. An existing file wins over a built-in name."""
+    when ``path`` is None: what every CLI accepts. An existing file wins over a built-in name.
+    Keyword arguments are :func:`~dtp_deploy.checkpoint.load_model`'s."""
     from .checkpoint import load_model
 
     if path is None or is_builtin_name(path):
         # arch is checked against the built-in model's own (a wrong one is an error, not ignored)
         return load_builtin_model(str(path or DEFAULT_BUILTIN), arch=arch, thresholds=thresholds,
-                                  pruning=pruning)
-    return load_model(path, arch=arch, thresholds=thresholds, pruning=pruning)
+                                  pruning=pruning, head_heads=head_heads)
+    return load_model(path, arch=arch, thresholds=thresholds, pruning=pruning, head_heads=head_heads)

@@ -30,10 +30,13 @@ from .cli_common import (
               help="Exit threshold of an auxiliary stage, in (0, 1]; repeat once per stage.")
 @click.option("--scenes", default=8, show_default=True, type=click.IntRange(min=0),
               help="Synthetic scenes to measure keep ratios on (0: skip the measurement).")
+@click.option("--head-heads", type=click.IntRange(min=1),
+              help="Attention heads of the decode heads, which weights cannot reveal "
+              "(default: the checkpoint's config, else the preset).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @verbosity_options
 @version_option
-def info(model, arch, height, width, thresholds, scenes, as_json, quiet, verbose):
+def info(model, arch, height, width, thresholds, scenes, head_heads, as_json, quiet, verbose):
     """Show a model's stages, parameter count and analytic GMACs, dense and pruned; for an
     exported model (.onnx, or an engine with its .json sidecar), what it was exported with.
 
@@ -57,8 +60,8 @@ def info(model, arch, height, width, thresholds, scenes, as_json, quiet, verbose
     from .exported_info import exported_model_info, is_exported_model, print_exported_info
 
     if is_exported_model(model):
-        if arch or height or width or thresholds:
-            fail("--arch, --height, --width and --threshold apply to checkpoints; an exported "
+        if arch or height or width or thresholds or head_heads:
+            fail("--arch, --height, --width, --threshold and --head-heads apply to checkpoints; an exported "
                  "model's are fixed (re-export it to change them)")
         try:
             exported = exported_model_info(model)
@@ -75,7 +78,8 @@ def info(model, arch, height, width, thresholds, scenes, as_json, quiet, verbose
 
     try:
         summary = model_summary(model, arch=arch, size=(height, width),
-                                thresholds=list(thresholds) or None, scenes=scenes)
+                                thresholds=list(thresholds) or None, scenes=scenes,
+                                head_heads=head_heads)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     if as_json:

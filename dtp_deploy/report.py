@@ -14,12 +14,34 @@ from .metrics import ConfusionMatrix
 from .preprocess import to_tensor
 
 
+def model_settings(model) -> dict[str, dict[str, Any]]:
+    """Each setting a checkpoint provides, with where it came from (``model.sources``, set by
+    :func:`~dtp_deploy.checkpoint.load_model`: preset, weights, checkpoint meta, config text,
+    flag or dtp-deploy checkpoint)."""
+    cfg = model.config
+    sources = getattr(model, "sources", {})
+    values = {
+        "arch": cfg.arch, "num_classes": cfg.num_classes, "img_size": list(cfg.img_size),
+        "class_names": list(cfg.class_names), "palette": [list(c) for c in cfg.palette],
+        "mean": list(cfg.mean), "std": list(cfg.std), "thresholds": list(model.thresholds),
+        "head_heads": cfg.head_heads, "protocol": dict(cfg.protocol),
+    }
+    if cfg.method == "dovit":
+        values["low_conf_stop"] = cfg.extra.get("low_conf_stop", -1.0)
+    out = {key: {"value": value, "from": sources.get(key, "preset")} for key, value in values.items()}
+    if "config text" in sources:  # config text present but unreadable: say why
+        out["config_text"] = {"value": None, "from": sources["config text"]}
+    return out
+
+
 def model_summary(path: str | None, *, arch: str | None = None,
                   size: tuple[int | None, int | None] = (None, None),
-                  thresholds: list[float] | None = None, scenes: int = 8) -> dict[str, Any]:
-    """A JSON-ready description of a model and, when ``scenes > 0``, its measured keep ratios
-    and pruned GMACs on synthetic scenes. GMACs are multiply-adds (fvcore's "GFLOPs")."""
-    model = open_model(path, arch=arch, thresholds=thresholds)
+                  thresholds: list[float] | None = None, scenes: int = 8,
+                  head_heads: int | None = None) -> dict[str, Any]:
+    """A JSON-ready description of a model (with where each setting came from) and, when
+    ``scenes > 0``, its measured keep ratios and pruned GMACs on synthetic scenes. GMACs are
+    multiply-adds (fvcore's "GFLOPs")."""
+    model = open_model(path, arch=arch, thresholds=thresholds, head_heads=head_heads)
     cfg = model.config
     height = size[0] or cfg.img_size[0]
     width = size[1] or cfg.img_size[1]
@@ -38,6 +60,7 @@ def model_summary(path: str | None, *, arch: str | None = None,
                     "threshold": model.thresholds[i] if i < len(model.thresholds) else None}
                    for i, (start, end) in enumerate(model.stage_ranges())],
         "gmacs_dense": dense["total"] / 1e9,
+        "settings": model_settings(model),
     }
     if scenes > 0:
         summary.update(_measure_on_scenes(model, scenes, (height, width), summary["stages"]))
@@ -86,6 +109,24 @@ def _measure_on_scenes(model, scenes: int, size: tuple[int, int], stages: list[d
     }
 
 
+def _short(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 4 and not all(isinstance(v, (int, float)) for v in value):
+        return f"{len(value)} entries: {', '.join(map(str, value[:3]))}, ..."
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return "-" if value in ([], None) else str(value)
+
+
+def _settings_table(settings: dict[str, dict[str, Any]]):
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("setting", "value", "from")
+    for key, item in settings.items():  # values come from the file: never read as markup
+        table.add_row(key, escape(_short(item["value"])), escape(str(item["from"])))
+    return table
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -103,6 +144,7 @@ def print_summary(summary: dict[str, Any]) -> None:
                       "final" if stage["threshold"] is None else f"{stage['threshold']:.3f}",
                       "-" if ratio is None else f"{ratio:.1%}")
     console.print(table)
+    console.print(_settings_table(summary["settings"]))
     line = f"GMACs dense {summary['gmacs_dense']:.3f}"
     if "gmacs_pruned" in summary:
         line += (f", pruned {summary['gmacs_pruned']:.3f} ({summary['gmacs_ratio']:.1%} of dense, "

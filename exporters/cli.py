@@ -82,11 +82,14 @@ def _print_report(report) -> None:
               help="Run the ONNX checker and compare ONNX Runtime with PyTorch.")
 @click.option("--arch", callback=check_arch,
               help="Preset name, for official checkpoints whose shapes are ambiguous.")
+@click.option("--head-heads", type=click.IntRange(min=1),
+              help="Attention heads of the decode heads, which weights cannot reveal "
+              "(default: the checkpoint's config, else the preset).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 @verbosity_options
 @version_option
 def main(model, output, flavour, height, width, batch, dynamic_batch, dynamic_shape, dense,
-         thresholds, fp16, opset, postprocess, check, arch, as_json, quiet, verbose):
+         thresholds, fp16, opset, postprocess, check, arch, head_heads, as_json, quiet, verbose):
     """Export MODEL (a checkpoint or a built-in name: dtop-vit-t, dovit-vit-t) to ONNX;
     without MODEL, the built-in dtop-vit-t.
 
@@ -131,7 +134,8 @@ def main(model, output, flavour, height, width, batch, dynamic_batch, dynamic_sh
     except (OutputError, ValueError) as err:
         _fail(str(err), 2)
     try:
-        loaded = open_model(model, arch=arch)
+        # Thresholds go through the model config's validation here too.
+        loaded = open_model(model, arch=arch, thresholds=list(thresholds) or None, head_heads=head_heads)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         _fail(str(err), 2)
     status_console = console(stderr=True)

@@ -89,6 +89,9 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.argument("models", nargs=-1)
 @click.option("--arch", callback=check_arch,
               help="Preset name, for official checkpoints whose shapes are ambiguous.")
+@click.option("--head-heads", type=click.IntRange(min=1),
+              help="Attention heads of the decode heads, which weights cannot reveal "
+              "(default: the checkpoint's config, else the preset).")
 @click.option("--backend", "backends", multiple=True, type=click.Choice(["torch", "ort", "trt", "all"]),
               help="Backend to time; repeat for several. Default: every one that can run here.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
@@ -126,7 +129,7 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG figure.")
 @verbosity_options
 @version_option
-def main(models, arch, backends, device, batches, sizes, iterations, duration, warmup, fp16,
+def main(models, arch, head_heads, backends, device, batches, sizes, iterations, duration, warmup, fp16,
          thresholds, keep_schedule, pool, data, data_limit, scenes, protocol, do_sweep, per_stage,
          sweep_grid, threads, seed, json_path, markdown_path, plot_path, quiet, verbose):
     """Time dense vs pruned (same weights, interleaved) on every backend; measure accuracy.
@@ -179,7 +182,8 @@ def main(models, arch, backends, device, batches, sizes, iterations, duration, w
         fail(err.message)
     names = None if not backends or "all" in backends else list(dict.fromkeys(backends))
     try:
-        loaded = load_models(list(models), arch=arch, thresholds=list(thresholds) or None, seed=seed)
+        loaded = load_models(list(models), arch=arch, thresholds=list(thresholds) or None, seed=seed,
+                             head_heads=head_heads)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     options = BenchOptions(backends=names, device=device, batches=tuple(batches) or (1,),

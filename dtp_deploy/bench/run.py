@@ -328,7 +328,8 @@ def run_benchmark(models: Sequence[tuple[str, Any]], options: BenchOptions, *,
 
 
 def load_models(specs: Sequence[str], *, arch: str | None = None,
-                thresholds: Sequence[float] | None = None, seed: int = 0) -> list[tuple[str, Any]]:
+                thresholds: Sequence[float] | None = None, seed: int = 0,
+                head_heads: int | None = None) -> list[tuple[str, Any]]:
     """``(label, model)`` for each spec: a checkpoint path, a built-in name (``dtop-vit-t``) or
     ``random:<preset>`` (random weights, seeded; for speed only). No spec: the built-in model."""
     from pathlib import Path
@@ -339,14 +340,16 @@ def load_models(specs: Sequence[str], *, arch: str | None = None,
     out = []
     for spec in specs or [None]:
         if spec is None or is_builtin_name(spec):
-            model, label = (open_model(spec, arch=arch, thresholds=thresholds),
+            model, label = (open_model(spec, arch=arch, thresholds=thresholds, head_heads=head_heads),
                             f"built-in {spec or DEFAULT_BUILTIN}")
         elif spec.startswith("random:"):
             torch.manual_seed(seed)
-            model, label = build_model(spec.split(":", 1)[1]).eval(), spec
+            overrides = {} if head_heads is None else {"head_heads": head_heads}
+            model, label = build_model(spec.split(":", 1)[1], **overrides).eval(), spec
             if thresholds is not None:
                 model.set_thresholds(thresholds)
         else:
-            model, label = open_model(spec, arch=arch, thresholds=thresholds), Path(spec).name
+            model, label = (open_model(spec, arch=arch, thresholds=thresholds, head_heads=head_heads),
+                            Path(spec).name)
         out.append((label, model.eval()))
     return out
