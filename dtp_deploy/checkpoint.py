@@ -17,6 +17,7 @@ the file, the keys and the likely fix.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -486,6 +487,7 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None,
             raise CheckpointError(f"{path}: holds a {config.arch} model, not {arch}; drop --arch")
         state = data["state_dict"]
         sources = {key: FROM_OURS for key in TRACKED}
+        file_names: dict[str, str] = {}
     else:
         state = data.get("state_dict", data)
         if (not isinstance(state, Mapping) or not state
@@ -493,14 +495,21 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None,
             raise CheckpointError(f"{path}: no state dict of tensors found (top-level keys: "
                                   f"{sorted(map(str, data))[:8]})")
         state = _drop_training_entries(state)
+        file_names = {}
+        rename = None
         if _is_official(state) and any(
                 re.fullmatch(r"backbone\.layers\.\d+\.attn\.qkv\.weight", k) for k in state):
-            state = dovit_from_official(state)  # timm-style attention: DoViT
+            rename = dovit_from_official  # timm-style attention: DoViT
+        elif _is_official(state):
+            num_stages = 1 + sum(1 for k in state if re.fullmatch(r"auxiliary_head\.\d+\.q\.weight", k))
+            rename = functools.partial(from_official, num_stages=num_stages)
+        if rename is not None:
+            # Errors name the file's own keys: ours -> the official key it came from.
+            file_names = {ours: key for key, value in state.items() for ours in rename({key: value})}
+            state = rename(state)
+        if rename is dovit_from_official:
             config = infer_dovit_config(state, arch, path)
         else:
-            if _is_official(state):
-                num_stages = 1 + sum(1 for k in state if re.fullmatch(r"auxiliary_head\.\d+\.q\.weight", k))
-                state = from_official(state, num_stages)
             config = infer_config(state, arch, path)
         sources = {key: FROM_PRESET for key in TRACKED}
         sources.update({key: FROM_WEIGHTS for key in ("arch", "num_classes", "img_size")})
@@ -519,17 +528,21 @@ def load_model(path: str | os.PathLike, *, arch: str | None = None,
         config = config.replace(**flags)  # validated like every config (thresholds in (0, 1])
         sources.update({key: FROM_FLAG for key in flags})
     model = build_from_config(config)
-    _strict_load(model, state, path)
+    _strict_load(model, state, path, file_names)
     model.pruning = pruning
     model.sources = sources
     return model.eval()
 
 
-def _strict_load(model: TokenPruningSegmenter, state: Mapping[str, torch.Tensor], path: str) -> None:
+def _strict_load(model: TokenPruningSegmenter, state: Mapping[str, torch.Tensor], path: str,
+                 file_names: Mapping[str, str] | None = None) -> None:
+    """All weights or nothing. Unexpected and mis-shaped keys are named as the file names them
+    (``file_names``: our key -> the file's); missing ones as this project names them."""
+    named = file_names or {}
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+    unexpected = [named.get(k, k) for k in state if k not in expected]
+    wrong = [f"{named.get(k, k)} {tuple(state[k].shape)} != {tuple(v.shape)}"
              for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or wrong:
         parts = []
