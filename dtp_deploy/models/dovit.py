@@ -115,6 +115,13 @@ class DoViTSegmenter(TokenPruningSegmenter):
     have stopped, as the official code does. ``extra["final_norm"]`` applies mmseg's final
     encoder norm before the decode head.
 
+    The class token as the aggregation target is a deliberate reading of the official code. It
+    averages the stopped tokens into ``keep_tokens[:, 0]``, the first row after an
+    ``argsort(keep_mask, descending=True)``; the class token's mask entry is 1 like every
+    passing token's, and ``torch.argsort`` is not stable, so which passing token lands first is
+    not defined by the code (on many inputs it is the class token, which leads the sequence).
+    Here it is always the class token, the only token that is never graded.
+
     Differences from the official code: it keeps the *batch-mean* number of tokens in every
     image (argsort of the keep mask, first ``mean(keep count)`` rows), so in a batch some
     stopped tokens run on and some active tokens are frozen, and the class-token aggregation is
