@@ -77,9 +77,10 @@ def test_without_a_model_exports_the_builtin_one(calls, tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, code, message", [
     (["--height", "100"], 2, "height 100 is not a positive multiple of the patch size 16"),
     (["--opset", "11"], 2, "opset 11 is not supported"),
-    (["--threshold", "0.5"], 2, "takes 2 threshold(s)"),
+    (["--threshold", "0.5"], 2, "has 2 auxiliary stages; got 1 thresholds"),
+    (["--threshold", "0.5", "--threshold", "nan"], 2, "outside (0, 1]"),
     (["--flavour", "tensorrt"], 2, "Invalid value for '--flavour'"),
-], ids=["size", "opset", "thresholds", "flavour"])
+], ids=["size", "opset", "thresholds", "threshold-nan", "flavour"])
 def test_bad_options_exit_2_and_say_why(checkpoint, tmp_path, args, code, message):
     result = CliRunner().invoke(main, [str(checkpoint), "-o", str(tmp_path / "x.onnx"), *args])
     assert result.exit_code == code
