@@ -164,9 +164,12 @@ def _steps(pipeline: Any) -> list[Mapping[str, Any]]:
     return out
 
 
+#: mmseg dataset class -> this project's dataset name (``protocol["dataset"]``, the names
+#: :mod:`dtp_deploy.data` and :mod:`dtp_deploy.runtime.protocol` use); others keep their name.
+DATASET_NAMES = {"ADE20KDataset": "ade20k", "CityscapesDataset": "cityscapes",
+                 "PascalContextDataset59": "pascal_context_59", "COCOStuffDataset": "coco_stuff"}
 #: ``reduce_zero_label`` of mmseg's dataset classes when a config does not set it.
-DATASET_REDUCE_ZERO_LABEL = {"ADE20KDataset": True, "PascalContextDataset59": True,
-                             "CityscapesDataset": False}
+DATASET_REDUCE_ZERO_LABEL = {"ade20k": True, "pascal_context_59": True, "cityscapes": False}
 
 
 def config_facts(text: str, method: str) -> dict[str, Any]:
@@ -238,6 +241,7 @@ def config_facts(text: str, method: str) -> dict[str, Any]:
     dataset = (_get(cfg, "test_dataloader", "dataset", "type") or _get(cfg, "data", "test", "type")
                or cfg.get("dataset_type"))
     if isinstance(dataset, str):
+        dataset = DATASET_NAMES.get(dataset, dataset)
         protocol["dataset"] = dataset
     reduce = _get(cfg, "test_dataloader", "dataset", "reduce_zero_label")
     if reduce is None:

@@ -225,7 +225,7 @@ def test_dtop_vit_b_mmengine_file_loads_with_no_flags(dtop_b_file):
     assert cfg.mean == IMAGENET_MEAN and model.thresholds == (0.85, 0.8)
     assert cfg.head_heads == 6  # PruneHead's default: the config names no num_heads
     assert cfg.protocol == {"crop_size": [512, 512], "stride": [341, 341], "test_scale": [2048, 512],
-                            "dataset": "ADE20KDataset", "reduce_zero_label": True}
+                            "dataset": "ade20k", "reduce_zero_label": True}
     assert model.sources["class_names"] == "checkpoint meta"
     assert model.sources["thresholds"] == "config text"
     assert model.sources["arch"] == "weights"
@@ -253,7 +253,7 @@ def test_dtop_vit_l_pascal_context(tmp_path):
     assert cfg.mean == HALF and cfg.std == HALF and cfg.head_heads == 16
     assert model.thresholds == (0.95, 0.95)
     assert cfg.protocol == {"crop_size": [480, 480], "stride": [320, 320], "test_scale": [2048, 520],
-                            "dataset": "PascalContextDataset59", "reduce_zero_label": True}
+                            "dataset": "pascal_context_59", "reduce_zero_label": True}
     assert model.sources["head_heads"] == model.sources["mean"] == "config text"
 
 
@@ -283,7 +283,7 @@ def test_dovit_vit_s_mmcv_file_loads_with_no_flags(tmp_path):
     assert model.thresholds == (0.97, 0.97, 0.97) and cfg.extra["low_conf_stop"] == 0.03
     assert cfg.head_heads == 6 and model.sources["head_heads"] == "config text"
     assert cfg.protocol == {"crop_size": [512, 512], "stride": [480, 480], "test_scale": [2048, 512],
-                            "dataset": "ADE20KDataset", "reduce_zero_label": True}
+                            "dataset": "ade20k", "reduce_zero_label": True}
 
 
 def test_dovit_numeric_reference_class_token_slot_is_first(tmp_path):

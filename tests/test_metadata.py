@@ -26,7 +26,7 @@ def test_older_graphs_parse_with_empty_palette_and_protocol():
 
 def test_palette_and_protocol_are_json_props():
     protocol = {"crop_size": [512, 512], "stride": [341, 341], "test_scale": [2048, 512],
-                "dataset": "ADE20KDataset", "reduce_zero_label": True}
+                "dataset": "ade20k", "reduce_zero_label": True}
     props = {**OLDER_GRAPH, "dtp.palette": "[[120, 120, 120], [180, 120, 120]]",
              "dtp.protocol": json.dumps(protocol)}
     meta = ModelMetadata.from_props(props, "new.onnx")

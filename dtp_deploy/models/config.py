@@ -21,12 +21,12 @@ def _protocol(dataset: str, crop: int, stride: int, scale: tuple[int, int], redu
 
 
 # The official test settings (dataset configs' test pipelines and the models' ``test_cfg``).
-ADE20K_512 = _protocol("ADE20KDataset", 512, 341, (2048, 512), True)  # DToP ViT-B
-ADE20K_640 = _protocol("ADE20KDataset", 640, 320, (2560, 640), True)  # DToP ViT-L
-PASCAL_CONTEXT_480 = _protocol("PascalContextDataset59", 480, 320, (2048, 520), True)  # DToP ViT-L
-COCO_STUFF_512 = _protocol("COCOStuffDataset", 512, 341, (2048, 512), True)  # DToP ViT-L
-ADE20K_512_SEGMENTER = _protocol("ADE20KDataset", 512, 480, (2048, 512), True)  # DoViT (mmseg Segmenter base)
-CITYSCAPES_768 = _protocol("CityscapesDataset", 768, 512, (2048, 1024), False)  # DoViT
+ADE20K_512 = _protocol("ade20k", 512, 341, (2048, 512), True)  # DToP ViT-B
+ADE20K_640 = _protocol("ade20k", 640, 320, (2560, 640), True)  # DToP ViT-L
+PASCAL_CONTEXT_480 = _protocol("pascal_context_59", 480, 320, (2048, 520), True)  # DToP ViT-L
+COCO_STUFF_512 = _protocol("coco_stuff", 512, 341, (2048, 512), True)  # DToP ViT-L
+ADE20K_512_SEGMENTER = _protocol("ade20k", 512, 480, (2048, 512), True)  # DoViT (mmseg Segmenter base)
+CITYSCAPES_768 = _protocol("cityscapes", 768, 512, (2048, 1024), False)  # DoViT
 
 
 @dataclass
@@ -38,7 +38,7 @@ class ModelConfig:
     exits). ``palette`` is one RGB colour per class (empty: none known). ``protocol`` holds the
     official evaluation settings when known: ``crop_size`` [h, w] and ``stride`` [h, w] of
     sliding-window inference, ``test_scale`` [w, h] (mmseg's keep-ratio resize), ``dataset``
-    (mmseg's dataset type name) and ``reduce_zero_label``.
+    (``ade20k``, ``cityscapes``, ``pascal_context_59``, ``coco_stuff``) and ``reduce_zero_label``.
     """
 
     arch: str
