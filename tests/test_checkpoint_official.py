@@ -465,3 +465,33 @@ def test_dtp_export_official_dovit_file_with_no_flags(tmp_path):
     assert props["dtp.palette"] == colours(150) and props["dtp.mean"] == list(HALF)
     assert props["dtp.thresholds"] == [0.97] * 3
     assert props["dtp.protocol"]["stride"] == [480, 480]
+
+
+def test_dtop_head_numeric_reference(dtop_b_file):
+    """The prune heads' query self-attention through torch's own nn.MultiheadAttention (the
+    official TransformerDecoderLayer's) equals ours, for the final and an auxiliary head."""
+    mirror = dtop_b()
+    model = load_model(dtop_b_file)
+    queries = torch.randn(2, 150, 24)
+    for official, ours in ((mirror.decode_head, model.heads[2]), (mirror.auxiliary_head[0], model.heads[0])):
+        with torch.inference_mode():
+            seq_first = queries.transpose(0, 1)
+            want = official.decoder.layers[0].self_attn(seq_first, seq_first, seq_first,
+                                                        need_weights=False)[0].transpose(0, 1)
+            got = ours.decoder.layers[0].self_attn(queries)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_config_reader_takes_pretty_text_mapping_form_and_ignores_calls():
+    from dtp_deploy.mmconfig import config_facts, read_config_text
+
+    text = ("norm = dict({'mean': [1, 2, 3], 'std': [4, 5, 6]})\n"
+            "data_preprocessor = dict(**norm, bgr_to_rgb=True)\n"
+            "crop = 512 // 2 * 2\n"
+            "model = dict(test_cfg=dict(mode='slide', crop_size=(crop, crop), stride=(crop - 171, 341)))\n"
+            "items = sorted([3, 1])\n")
+    values = read_config_text(text)
+    assert "items" not in values and values["crop"] == 512
+    facts = config_facts(text, "dtop")
+    assert facts["mean"] == (1.0, 2.0, 3.0) and facts["std"] == (4.0, 5.0, 6.0)
+    assert facts["protocol"] == {"crop_size": [512, 512], "stride": [341, 341]}
