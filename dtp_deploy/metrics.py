@@ -40,6 +40,12 @@ class ConfusionMatrix:
         self.matrix += np.bincount(truth[valid] * k + prediction[valid], minlength=k * k).reshape(k, k)
         self.stray_predictions += np.bincount(prediction[scored & ~valid], minlength=k)
 
+    @property
+    def stray_truth_pixels(self) -> int:
+        """Scored pixels whose truth id lies outside ``[0, K)``: usually a mask made for another
+        class list, so reports show the count rather than let it pass silently."""
+        return int(self.stray_predictions.sum())
+
     def iou(self) -> np.ndarray:
         """Per-class IoU; NaN for classes absent from both truth and prediction."""
         tp = np.diag(self.matrix).astype(np.float64)

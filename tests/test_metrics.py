@@ -50,5 +50,6 @@ def test_truth_outside_the_classes_counts_only_its_prediction():
     # class 0: intersection 1, prediction 2 (one at the stray pixel), truth 1 -> 1/2; 1, 2: NaN
     np.testing.assert_allclose(cm.iou(), [1 / 2, np.nan, np.nan])
     assert cm.accuracy() == 1.0
+    assert cm.stray_truth_pixels == 1  # reported, not silently dropped
     with pytest.raises(ValueError, match="outside 0..2"):
         cm.update(np.zeros((1, 2), int), np.array([[0, 3]]))

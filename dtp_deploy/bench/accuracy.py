@@ -197,6 +197,7 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     """The JSON part of :meth:`Evaluator.run`'s result."""
     cm: ConfusionMatrix = result["cm"]
     return {"miou": cm.miou(), "pixel_accuracy": cm.accuracy(),
+            "stray_truth_pixels": cm.stray_truth_pixels,
             "per_class_iou": [None if np.isnan(v) else float(v) for v in cm.iou()],
             "gmacs_per_image": result["gmacs_per_image"], "keep_ratios": result["keep_ratios"]}
 
