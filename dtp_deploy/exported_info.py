@@ -84,6 +84,10 @@ def print_exported_info(info: dict[str, Any]) -> None:
         ("thresholds", ", ".join(f"{t:g}" for t in info["thresholds"]) or "none"),
         ("stage ends", ", ".join(map(str, info["stage_ends"]))),
         ("outputs", ", ".join(info["outputs"])),
+        ("evaluation protocol", ", ".join(f"{k} {v}" for k, v in info.get("protocol", {}).items())
+                                or "not recorded (defaults apply)"),
+        ("palette", f"{len(info['palette'])} colours from the checkpoint" if info.get("palette")
+                    else "none (dtp-run generates one)"),
         (f"classes ({info['num_classes']})", ", ".join(info["class_names"])),
         ("written by", f"dtp-deploy {info['version']}"),
     ]

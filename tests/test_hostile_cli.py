@@ -88,7 +88,7 @@ def test_info_shows_an_exported_models_metadata(toy):
     result = CliRunner().invoke(info, [str(toy)])
     assert result.exit_code == 0, result.output
     for text in ("123.675, 116.28, 103.53", "58.395, 57.12, 57.375", "portable / fp32", "patch",
-                 "0.9, 0.9", "64x64", "road"):
+                 "0.9, 0.9", "64x64", "road", "not recorded (defaults apply)", "dtp-run generates one"):
         assert text in result.stdout, text
     data = json.loads(CliRunner().invoke(info, [str(toy), "--json"]).stdout)
     assert data["patch_size"] == 16 and data["input_size"] == [64, 64] and data["num_classes"] > 1
