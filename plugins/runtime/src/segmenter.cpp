@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "dtp/segmenter.h"
 
+#include "backend_factory.h"
+#include "dtp/openvino_backend.h"
+
 #include <algorithm>
 #include <chrono>
 #include <map>
@@ -18,11 +21,13 @@ double msSince(std::chrono::steady_clock::time_point start)
 
 } // namespace
 
-// `options` is copied, not moved, into the delegated constructor: the order in which the two
-// arguments are evaluated is unspecified, and a move could run before the backend reads them.
-Segmenter::Segmenter(std::string const& enginePath, Options options)
-    : Segmenter(createBackend(enginePath, options), options)
+// mBackend is declared before mOptions: the backend is made (and the options completed from the
+// model's metadata) before options is moved.
+Segmenter::Segmenter(std::string const& modelPath, Options options)
+    : mBackend(createBackend(modelPath, options))
+    , mOptions(withModelMetadata(mBackend.get(), modelPath, std::move(options)))
 {
+    checkOptions();
 }
 
 namespace
@@ -32,7 +37,8 @@ std::mutex gFactoriesMutex;
 
 std::map<std::string, BackendFactory>& factories()
 {
-    static std::map<std::string, BackendFactory> registered{{"tensorrt", createTensorRTBackend}};
+    static std::map<std::string, BackendFactory> registered{{"tensorrt", createTensorRTBackend},
+        {"openvino", [](std::string const& path, Options const& options) { return createOpenVINOBackend(path, options); }}};
     return registered;
 }
 
@@ -56,7 +62,8 @@ std::unique_ptr<Backend> createBackend(std::string const& modelPath, Options con
     BackendFactory factory;
     {
         std::lock_guard<std::mutex> lock(gFactoriesMutex);
-        auto const it = factories().find(options.backend);
+        std::string const name = options.backend == "auto" ? backendForSuffix(modelPath) : options.backend;
+        auto const it = factories().find(name);
         if (it == factories().end())
         {
             std::string known;
@@ -64,7 +71,7 @@ std::unique_ptr<Backend> createBackend(std::string const& modelPath, Options con
             {
                 known += (known.empty() ? "" : ", ") + entry.first;
             }
-            throw Error("cannot open " + modelPath + ": no backend '" + options.backend + "' (registered: " + known + ")");
+            throw Error("cannot open " + modelPath + ": no backend '" + name + "' (registered: " + known + ")");
         }
         factory = it->second;
     }
@@ -74,6 +81,11 @@ std::unique_ptr<Backend> createBackend(std::string const& modelPath, Options con
 Segmenter::Segmenter(std::unique_ptr<Backend> backend, Options options)
     : mBackend(std::move(backend))
     , mOptions(std::move(options))
+{
+    checkOptions();
+}
+
+void Segmenter::checkOptions() const
 {
     if (!mBackend)
     {

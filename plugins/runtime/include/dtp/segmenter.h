@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // dtp::Segmenter: an exported token-pruning segmenter behind a small C++ API.
 //
-//   dtp::Options options;                     // mean/std/patch of the model (see dtp-info)
-//   dtp::Segmenter segmenter("model.engine", options);
+//   dtp::Options options;                     // mean/std/patch/classes: read from the model
+//   dtp::Segmenter segmenter("model.onnx", options);   // OpenVINO (CPU); .engine: TensorRT
 //   dtp::Result result = segmenter.predict(rgb, height, width);   // HxWx3 uint8
 //   result.labels[y * width + x];             // class index
 #ifndef DTP_RUNTIME_SEGMENTER_H
@@ -11,6 +11,7 @@
 #include "dtp/processing.h"
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,10 +37,17 @@ public:
     virtual int32_t infer(float const* images, int32_t batch, Size size, int32_t patch, std::vector<float>& scores,
         std::vector<int32_t>& keepCounts, int32_t& numStages)
         = 0;
+    //! The model's own dtp.* metadata (ONNX metadata_props: key -> JSON text) when the backend
+    //! reads it from the model file; empty when it does not (then an engine's sidecar is read).
+    virtual std::map<std::string, std::string> modelMetadata() const { return {}; }
 };
 
 struct Options
 {
+    //! Take mean, std, patchSize, trainedSize and classNames from the model when it carries them
+    //! (an ONNX model's metadata_props; an engine's sidecar <engine>.json written by dtp-build).
+    //! false: use the values below as given.
+    bool modelMetadata{true};
     //! RGB mean and std on the 0-255 scale (the model's metadata: dtp.mean, dtp.std).
     std::array<float, 3> mean{123.675F, 116.28F, 103.53F};
     std::array<float, 3> std{58.395F, 57.12F, 57.375F};
@@ -52,14 +60,19 @@ struct Options
     //! The size the model was trained at (dtp.trained_size): the crop of dynamic engines.
     Size trainedSize{};
     ColorOrder color{ColorOrder::kRGB};
-    //! TensorRT: the dtp plugin library to load (empty: plugins already registered, or none needed).
+    //! The dtp op library to load. TensorRT: the plugin library (empty: plugins already
+    //! registered, or none needed). OpenVINO: libdtp_openvino_ops.so (empty: DTP_OPENVINO_EXTENSION,
+    //! else the one built with this runtime).
     std::string pluginLibrary{};
     //! TensorRT: CUDA device index.
     int32_t device{0};
     //! Windows per infer() call for dynamic-batch engines.
     int32_t maxBatch{8};
-    //! Which registered backend opens the model path (see registerBackend).
-    std::string backend{"tensorrt"};
+    //! Which registered backend opens the model path (see registerBackend). "auto": by its
+    //! suffix, "openvino" for .onnx / .xml, "tensorrt" for .engine / .plan.
+    std::string backend{"auto"};
+    //! Class names (dtp.class_names), filled from the model's metadata; may stay empty.
+    std::vector<std::string> classNames{};
 };
 
 struct Result
@@ -75,14 +88,17 @@ struct Result
 
 //! True when this library was built with the TensorRT backend.
 bool hasTensorRT() noexcept;
+//! True when this library was built with the OpenVINO backend.
+bool hasOpenVINO() noexcept;
 
 class Segmenter
 {
 public:
-    //! A model file opened by the backend Options::backend names (default: a TensorRT engine,
-    //! .engine / .plan). Throws dtp::Error when the library was built without that backend or
-    //! the model cannot be loaded.
-    Segmenter(std::string const& enginePath, Options options);
+    //! A model file, opened by the backend Options::backend names (default "auto": .onnx, or
+    //! OpenVINO IR .xml, on OpenVINO (CPU); .engine / .plan on TensorRT). Throws dtp::Error when
+    //! the library was built without that backend or the model cannot be loaded. See
+    //! Options::modelMetadata.
+    Segmenter(std::string const& modelPath, Options options);
     //! Any backend (tests, or an engine of your own).
     Segmenter(std::unique_ptr<Backend> backend, Options options);
     ~Segmenter();
@@ -97,7 +113,9 @@ public:
     Options const& options() const { return mOptions; }
 
 private:
-    std::unique_ptr<Backend> mBackend;
+    void checkOptions() const;
+
+    std::unique_ptr<Backend> mBackend; // before mOptions: see the constructors
     Options mOptions;
     mutable std::mutex mMutex; // one inference at a time on the backend
     int32_t mNumClasses{0};
