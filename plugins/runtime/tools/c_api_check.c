@@ -84,7 +84,7 @@ int main(int argc, char** argv)
     printf("classes %d\nkeep_ratio", dtp_segmenter_num_classes(first));
     for (int s = 0; s < 8 && ratio[s] > 0.0f; ++s)
     {
-        printf(" %.6f", ratio[s]);
+        printf(" %.9g", ratio[s]);
     }
     printf("\n");
     FILE* out = fopen(argv[5], "wb");

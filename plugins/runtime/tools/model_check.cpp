@@ -43,8 +43,9 @@ int main(int argc, char** argv)
     std::map<std::string, std::string> args;
     for (int i = 4; i < argc; ++i)
     {
+        std::string const key = argv[i]; // before the ++i below
         bool const flag = i + 1 >= argc || std::strncmp(argv[i + 1], "--", 2) == 0;
-        args[argv[i]] = flag ? "1" : argv[++i];
+        args[key] = flag ? "1" : argv[++i];
     }
     try
     {

@@ -1,0 +1,225 @@
+"""The C++ runtime (``plugins/runtime``) running real models on OpenVINO, against the Python runtime.
+
+The built-in DToP and DoViT models are exported as plugin-flavour graphs (the very files that
+go to TensorRT), whose token ops run through the native extension (``plugins/openvino``). Both
+runtimes run them on OpenVINO (CPU, f32): labels and keep ratios must be identical. The Python
+side also runs them on ONNX Runtime (through the Python ``dtp`` domain): the agreement is
+asserted loosely and printed. The C API is driven from a C program, the example program
+segments an image file, the README's C++ example runs as written, and (``slow``) an
+AddressSanitizer + UBSan build of the drivers passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cpp_openvino_build import ROOT, build_runtime, extension_path
+from PIL import Image
+from test_runtime_e2e import exported_model
+
+from dtp_deploy.builtin import builtin_checkpoint_path, load_builtin_model
+from dtp_deploy.data.synthetic import SyntheticScenes
+from dtp_deploy.metadata import ModelMetadata
+from dtp_deploy.runtime import Segmenter
+
+ov = pytest.importorskip("openvino", reason="the openvino package is needed (pip install 'dtp-deploy[openvino]')")
+
+
+@pytest.fixture(scope="module")
+def build():
+    return build_runtime()
+
+
+def _builtin(name: str, flavour: str) -> Path:
+    weights = hashlib.sha256(builtin_checkpoint_path(name).read_bytes()).hexdigest()[:12]
+    return exported_model(f"{name}-{weights}", lambda: load_builtin_model(name), flavour=flavour, dynamic_shape=True)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"dtop": _builtin("dtop-vit-t", "plugin"), "dovit": _builtin("dovit-vit-t", "plugin")}
+
+
+class OpenVinoTestBackend:
+    """The Python runtime's view of an OpenVINO model (what ``Segmenter`` asks of a backend),
+    with the dtp extension loaded so that plugin-flavour graphs run."""
+
+    name = "openvino"
+    device = "cpu"
+    plugin_graph = True
+    dtype = np.float32
+
+    def __init__(self, path: Path, extension: Path) -> None:
+        core = ov.Core()
+        core.add_extension(str(extension))
+        model = core.read_model(str(path))
+        framework = model.get_rt_info()["framework"]
+        self.props = {str(k): v.astype(str) for k, v in framework.items()}
+        dims = [d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape()]
+        self.batch = dims[0]
+        self.input_size = tuple(dims[2:]) if None not in dims[2:] else None
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def run(self, images):
+        out = self.compiled.create_infer_request().infer({0: images})
+        return np.array(out[self.compiled.output("scores")]), np.array(out[self.compiled.output("keep_counts")])
+
+
+def python_openvino(path: Path, build: Path) -> Segmenter:
+    backend = OpenVinoTestBackend(path, extension_path(build))
+    return Segmenter(backend, ModelMetadata.from_props(backend.props, str(path)), path)
+
+
+def cpp_predict(build: Path, model: Path, image: np.ndarray, tmp_path: Path, *args: str, env=None):
+    np.save(tmp_path / "image.npy", np.ascontiguousarray(image))
+    done = subprocess.run([str(build / "dtp_model_check"), str(model), str(tmp_path / "image.npy"),
+                           str(tmp_path / "labels.npy"), "--keep-ratio", str(tmp_path / "ratio.npy"), *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    facts = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    return np.load(tmp_path / "labels.npy"), np.load(tmp_path / "ratio.npy"), facts
+
+
+CASES = [
+    pytest.param("dtop", (192, 192), "whole", id="dtop-whole-trained-size"),
+    pytest.param("dtop", (150, 230), "whole", id="dtop-whole-odd"),
+    pytest.param("dtop", (300, 420), "slide", id="dtop-slide"),
+    pytest.param("dovit", (120, 200), "whole", id="dovit-whole"),
+    pytest.param("dovit", (260, 330), "slide", id="dovit-slide"),
+]
+
+
+@pytest.mark.parametrize("model,size,mode", CASES)
+def test_cpp_equals_python_on_openvino(build, models, tmp_path, model, size, mode):
+    image = SyntheticScenes(1, *size, seed=sum(size))[0][0]
+    seg = python_openvino(models[model], build)
+    expected = seg.predict(image, mode=mode)
+    labels, ratio, facts = cpp_predict(build, models[model], image, tmp_path, *(["--slide"] if mode == "slide" else []))
+    assert int(facts["windows"]) == expected.windows
+    assert facts["names"].split(",") == list(seg.class_names)  # read from the model, not passed
+    np.testing.assert_array_equal(labels, expected.labels)
+    np.testing.assert_array_equal(ratio, np.float32(expected.keep_ratio))
+    assert min(expected.keep_ratio) < 1.0, "the scene should make the model prune"
+
+    # The ONNX Runtime path of the Python runtime (the dtp ops in Python): reported, loosely held.
+    ort = Segmenter.open(models[model]).predict(image, mode=mode)
+    agreement = float((ort.labels == labels).mean())
+    print(f"{model} {size} {mode}: C++ OpenVINO vs Python ONNX Runtime labels agree on {agreement:.4%}, "
+          f"keep ratio {list(np.round(ratio, 4))} vs {list(np.round(ort.keep_ratio, 4))}")
+    assert agreement > 0.98
+    np.testing.assert_allclose(ratio, ort.keep_ratio, atol=0.02)
+
+
+def test_native_ops_equal_portable_graph(build, models, tmp_path):
+    """The plugin-flavour graph with the native ops and the portable graph (standard ONNX ops)
+    of the same model give the same labels and keep ratios in the C++ runtime."""
+    portable = _builtin("dtop-vit-t", "portable")
+    image = SyntheticScenes(1, 176, 240, seed=5)[0][0]
+    native, native_ratio, _ = cpp_predict(build, models["dtop"], image, tmp_path)
+    plain, plain_ratio, _ = cpp_predict(build, portable, image, tmp_path)
+    np.testing.assert_array_equal(native_ratio, plain_ratio)
+    np.testing.assert_array_equal(native, plain)
+
+
+def test_threads_share_one_segmenter(build, models, tmp_path):
+    image = SyntheticScenes(1, 150, 200, seed=8)[0][0]
+    labels, _, _ = cpp_predict(build, models["dtop"], image, tmp_path, "--threads", "4", "--repeat", "3")
+    expected = python_openvino(models["dtop"], build).predict(image)
+    np.testing.assert_array_equal(labels, expected.labels)
+
+
+def test_plugin_graph_without_extension_says_how(build, models, tmp_path):
+    """With no extension to load, the plugin-flavour graph is refused with the fix."""
+    image = SyntheticScenes(1, 64, 64, seed=1)[0][0]
+    np.save(tmp_path / "image.npy", image)
+    env = {**os.environ, "DTP_OPENVINO_EXTENSION": str(tmp_path / "missing.so")}
+    done = subprocess.run([str(build / "dtp_model_check"), str(models["dtop"]), str(tmp_path / "image.npy"),
+                           str(tmp_path / "labels.npy")], capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert "cannot load the dtp OpenVINO extension" in done.stderr and "missing.so" in done.stderr
+
+
+def test_c_api_end_to_end(build, models, tmp_path):
+    if not (build / "dtp_c_api_check").is_file():
+        pytest.skip("no C compiler: the C driver was not built")
+    height, width = 130, 170
+    image = SyntheticScenes(1, height, width, seed=2)[0][0]
+    image.tofile(tmp_path / "image.rgb")
+    done = subprocess.run([str(build / "dtp_c_api_check"), str(models["dtop"]), str(tmp_path / "image.rgb"),
+                           str(height), str(width), str(tmp_path / "labels.bin")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "missing model: model missing.onnx does not exist" in done.stdout
+    assert "bad mode: dtp_segmenter_create: mode 7" in done.stdout
+    assert "empty image:" in done.stdout and "NULL segmenter:" in done.stdout
+    expected = python_openvino(models["dtop"], build).predict(image)
+    labels = np.fromfile(tmp_path / "labels.bin", np.int32).reshape(height, width)
+    np.testing.assert_array_equal(labels, expected.labels)
+    ratios = [float(v) for v in done.stdout.split("keep_ratio", 1)[1].split()]
+    np.testing.assert_allclose(ratios, expected.keep_ratio, rtol=1e-6)
+
+
+def test_example_segments_an_image_file(build, models, tmp_path):
+    """dtp_segment_image on a PNG converted to PPM (what the example reads), writing the label
+    and overlay PNGs."""
+    image, mask = SyntheticScenes(1, 200, 280, seed=9)[0]
+    Image.fromarray(image).save(tmp_path / "street.png")
+    Image.open(tmp_path / "street.png").save(tmp_path / "street.ppm")
+    done = subprocess.run([str(build / "dtp_segment_image"), str(models["dtop"]), str(tmp_path / "street.ppm"),
+                           str(tmp_path / "labels.png"), str(tmp_path / "overlay.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    labels = np.asarray(Image.open(tmp_path / "labels.png"))
+    overlay = np.asarray(Image.open(tmp_path / "overlay.png"))
+    assert labels.shape == (200, 280) and overlay.shape == (200, 280, 3)
+    np.testing.assert_array_equal(labels, python_openvino(models["dtop"], build).predict(image).labels)
+    assert (labels == mask).mean() > 0.85  # the built-in model segments its scenes
+
+
+def _readme_cpp() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```cpp\n") + 7
+    return text[start:text.index("```", start)]
+
+
+def test_readme_cpp_example_runs(build, models, tmp_path):
+    """The README's C++ example, as written, compiled against the runtime library and run on
+    the exported built-in model on the CPU."""
+    (tmp_path / "example.cpp").write_text(_readme_cpp())
+    package = Path(ov.__file__).parent
+    library = sorted((package / "libs").glob("libopenvino.so*"))[0]
+    compiler = shutil.which("c++") or shutil.which("g++")
+    done = subprocess.run([compiler, "-std=c++17", "-I", str(ROOT / "plugins" / "runtime" / "include"),
+                           str(tmp_path / "example.cpp"), str(build / "libdtp_runtime.a"), str(library),
+                           f"-Wl,-rpath,{library.parent}", "-pthread", "-o", str(tmp_path / "example")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (tmp_path / "dtop-vit-t.onnx").symlink_to(models["dtop"])
+    done = subprocess.run([str(tmp_path / "example")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names = ModelMetadata.from_props(OpenVinoTestBackend(models["dtop"], extension_path(build)).props).class_names
+    assert done.stdout.split("label at (0, 0): ")[1].split(",")[0] in names
+
+
+@pytest.mark.slow
+def test_sanitizer_build(models, tmp_path):
+    """ASan + UBSan build of the runtime and its drivers; the model, C API and thread checks
+    run clean under it (a finding aborts the process with a non-zero status)."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("a C compiler is needed")
+    build = build_runtime("runtime-openvino-asan", sanitize=True)
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
+           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+    image = SyntheticScenes(1, 120, 150, seed=3)[0][0]
+    cpp_predict(build, models["dtop"], image, tmp_path, "--slide", "--threads", "2", env=env)
+    image.tofile(tmp_path / "image.rgb")
+    done = subprocess.run([str(build / "dtp_c_api_check"), str(models["dovit"]), str(tmp_path / "image.rgb"),
+                           "120", "150", str(tmp_path / "labels.bin")], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
