@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Segment a PPM image with a TensorRT engine and write the labels and a colour overlay as PNGs.
+// Segment a PPM image with an exported model (.onnx: OpenVINO, .engine: TensorRT) and write the
+// labels and a colour overlay as PNGs.
 //
-//   dtp_segment_image model.engine street.ppm labels.png [overlay.png] [--slide] [--plugins libdtp_plugins.so]
+//   dtp_segment_image model.onnx street.ppm labels.png [overlay.png] [--slide] [--plugins LIB.so]
 #include "dtp/segmenter.h"
 #include "image_io.h"
 
@@ -13,10 +14,10 @@ int main(int argc, char** argv)
     if (argc < 4)
     {
         std::cerr << "usage: " << argv[0]
-                  << " MODEL.engine IMAGE.ppm LABELS.png [OVERLAY.png] [--slide] [--plugins LIB.so]\n";
+                  << " MODEL.onnx|MODEL.engine IMAGE.ppm LABELS.png [OVERLAY.png] [--slide] [--plugins LIB.so]\n";
         return 2;
     }
-    dtp::Options options; // mean/std/patch: the defaults are DToP's (ADE20K); set yours from dtp-info
+    dtp::Options options; // mean/std/patch: from the model's metadata (or the engine's sidecar)
     std::string overlayPath;
     for (int i = 4; i < argc; ++i)
     {
