@@ -24,8 +24,9 @@ def openvino_cmake_dir() -> Path:
     return Path(ov.__file__).parent / "cmake"
 
 
-def build_runtime(name: str = "runtime-openvino", *, sanitize: bool = False) -> Path:
-    """Configure and build ``plugins/runtime`` into ``build/<name>``; returns that folder."""
+def build_runtime(name: str = "runtime-openvino", *, sanitize: bool = False, targets: tuple[str, ...] = ()) -> Path:
+    """Configure and build ``plugins/runtime`` (``targets``, default all) into ``build/<name>``;
+    returns that folder."""
     if shutil.which("cmake") is None or not (shutil.which("c++") or shutil.which("g++")):
         pytest.skip("cmake and a C++ compiler are needed to build plugins/runtime")
     folder = ROOT / "build" / name
@@ -39,7 +40,8 @@ def build_runtime(name: str = "runtime-openvino", *, sanitize: bool = False) -> 
             done = subprocess.run(configure, capture_output=True, text=True)
             assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
             assert "OpenVINO backend ON" in done.stdout, done.stdout[-4000:]
-        done = subprocess.run(["cmake", "--build", str(folder), "-j2"], capture_output=True, text=True)
+        target_args = ["--target", *targets] if targets else []
+        done = subprocess.run(["cmake", "--build", str(folder), "-j2", *target_args], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return folder
 

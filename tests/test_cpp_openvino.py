@@ -5,8 +5,8 @@ go to TensorRT), whose token ops run through the native extension (``plugins/ope
 runtimes run them on OpenVINO (CPU, f32): labels and keep ratios must be identical. The Python
 side also runs them on ONNX Runtime (through the Python ``dtp`` domain): the agreement is
 asserted loosely and printed. The C API is driven from a C program, the example program
-segments an image file, the README's C++ example runs as written, and (``slow``) an
-AddressSanitizer + UBSan build of the drivers passes.
+segments an image file, the README's C++ example runs as written, and an engine's sidecar
+gives its metadata. The sanitizer build is in ``test_cpp_openvino_asan.py``.
 """
 
 from __future__ import annotations
@@ -207,19 +207,36 @@ def test_readme_cpp_example_runs(build, models, tmp_path):
     assert done.stdout.split("label at (0, 0): ")[1].split(",")[0] in names
 
 
-@pytest.mark.slow
-def test_sanitizer_build(models, tmp_path):
-    """ASan + UBSan build of the runtime and its drivers; the model, C API and thread checks
-    run clean under it (a finding aborts the process with a non-zero status)."""
-    if shutil.which("cc") is None and shutil.which("gcc") is None:
-        pytest.skip("a C compiler is needed")
-    build = build_runtime("runtime-openvino-asan", sanitize=True)
-    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
-           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
-    image = SyntheticScenes(1, 120, 150, seed=3)[0][0]
-    cpp_predict(build, models["dtop"], image, tmp_path, "--slide", "--threads", "2", env=env)
-    image.tofile(tmp_path / "image.rgb")
-    done = subprocess.run([str(build / "dtp_c_api_check"), str(models["dovit"]), str(tmp_path / "image.rgb"),
-                           "120", "150", str(tmp_path / "labels.bin")], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+@pytest.mark.parametrize("form", ["props", "plain-json", "stem"])
+def test_engine_sidecar_metadata(build, models, tmp_path, form):
+    """An engine's metadata from the sidecar in the layout dtp-build writes (``<engine>.json``
+    with the model's ``dtp.*`` metadata_props under ``"metadata"``), the plain-JSON form
+    ``engine_props`` also accepts, and ``<stem>.json``; the values are the exported model's."""
+    import json
+
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(models["dovit"]), load_external_data=False).metadata_props
+             if p.key.startswith("dtp.")}
+    meta = ModelMetadata.from_props(props)
+    table = props if form != "plain-json" else {k: json.loads(v) for k, v in props.items()}
+    sidecar = tmp_path / ("m.json" if form == "stem" else "m.engine.json")
+    sidecar.write_text(json.dumps({"engine": "m.engine", "uses_plugins": True, "metadata": table}, indent=2))
+    done = subprocess.run([str(build / "dtp_model_check"), "sidecar", str(tmp_path / "m.engine")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    facts = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    assert int(facts["keys"]) == len(props)
+    np.testing.assert_array_equal(np.float32(facts["mean"].split(",")), np.float32(meta.mean))
+    np.testing.assert_array_equal(np.float32(facts["std"].split(",")), np.float32(meta.std))
+    assert int(facts["patch"]) == meta.patch_size
+    assert tuple(map(int, facts["trained"].split(","))) == tuple(meta.trained_size)
+    assert tuple(facts["names"].split(",")) == meta.class_names
+
+
+def test_engine_sidecar_bad_value_is_named(build, tmp_path):
+    (tmp_path / "m.engine.json").write_text('{"metadata": {"dtp.mean": "[1, 2]"}}')
+    done = subprocess.run([str(build / "dtp_model_check"), "sidecar", str(tmp_path / "m.engine")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "dtp.mean is not a list of 3 numbers" in done.stderr and "m.engine" in done.stderr

@@ -231,3 +231,26 @@ def test_reconstruct_matches_reference(core, seed, b, n, m, d):
     (out,) = run(compiled, base, updates, index)
     want = reference.token_reconstruct(torch.from_numpy(base), torch.from_numpy(updates), torch.from_numpy(index))
     np.testing.assert_array_equal(out, want.numpy())
+
+
+def test_split_half_tokens(core):
+    """FP16 graphs carry half tokens (confidence stays float): the rows move unchanged."""
+    node = helper.make_node("TokenSplit", ["tokens", "confidence", "label", "index"], ["kept", "kept_index"],
+                            domain="dtp", threshold=0.5, context_topk=1, num_classes=3, **PLUGIN_ATTRS)
+    data = _model([node], [_tensor("tokens", TensorProto.FLOAT16, ["B", "N", "C"]),
+                           _tensor("confidence", TensorProto.FLOAT, ["B", "N"]),
+                           _tensor("label", TensorProto.INT32, ["B", "N"]), _tensor("index", TensorProto.INT32, ["B", "N"])],
+                  [_tensor("kept", TensorProto.FLOAT16, ["B", "M", "C"]),
+                   _tensor("kept_index", TensorProto.INT32, ["B", "M"])])
+    compiled = compile_bytes(core, data)
+    rng = np.random.default_rng(3)
+    tokens = rng.standard_normal((2, 17, 5)).astype(np.float16)
+    confidence = rng.choice(np.float32([0.1, 0.5, 0.8, 0.9]), (2, 17))
+    label = rng.integers(0, 3, (2, 17)).astype(np.int32)
+    index = np.tile(np.arange(17, dtype=np.int32), (2, 1))
+    kept, kept_index = run(compiled, tokens, confidence, label, index)
+    want, want_index = reference.token_split(torch.from_numpy(tokens), torch.from_numpy(confidence),
+                                             torch.from_numpy(label), torch.from_numpy(index), threshold=0.5,
+                                             context_topk=1, num_classes=3)
+    np.testing.assert_array_equal(kept_index, want_index.numpy())
+    np.testing.assert_array_equal(kept.astype(np.float16), want.numpy())

@@ -14,7 +14,6 @@ namespace dtp
 namespace
 {
 
-constexpr char const* kIMAGES = "images";
 constexpr char const* kSCORES = "scores";
 constexpr char const* kKEEP_COUNTS = "keep_counts";
 // The metadata keys the runtime reads (dtp_deploy/metadata.py).
@@ -78,7 +77,8 @@ public:
         }
         if (model->inputs().size() != 1)
         {
-            throw Error(path + ": expected one input 'images', the graph has " + std::to_string(model->inputs().size()));
+            throw Error(path + ": expected one input 'images', the graph has " + std::to_string(model->inputs().size())
+                + "; re-export it with dtp-export");
         }
         for (char const* name : {kSCORES, kKEEP_COUNTS})
         {
@@ -147,7 +147,7 @@ public:
         }
         try
         {
-            mRequest.set_tensor(kIMAGES, input);
+            mRequest.set_input_tensor(input); // the one input (named images by dtp-export)
             mRequest.infer();
         }
         catch (std::exception const& err)

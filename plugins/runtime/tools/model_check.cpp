@@ -5,9 +5,12 @@
 //   dtp_model_check MODEL IMAGE.npy LABELS.npy [--keep-ratio OUT.npy] [--slide] [--crop H,W]
 //       [--stride H,W] [--bgr] [--repeat N] [--threads N]
 //
+//   dtp_model_check sidecar MODEL.engine      (the Options an engine's sidecar gives, as text)
+//
 // --threads N: N threads share one Segmenter, each predicting the image --repeat times; every
 // result must equal the first one. Prints "classes K", "windows W", "names a,b,..." and
 // "total_ms" lines (the median per predict over the repeats of thread 0).
+#include "dtp/metadata.h"
 #include "dtp/segmenter.h"
 #include "npy.h"
 
@@ -31,10 +34,40 @@ dtp::Size pair(std::map<std::string, std::string> const& args, std::string const
     return {std::stoi(it->second.substr(0, comma)), std::stoi(it->second.substr(comma + 1))};
 }
 
+int sidecar(std::string const& enginePath)
+{
+    dtp::Options options;
+    dtp::MetadataProps const props = dtp::readEngineSidecar(enginePath);
+    dtp::applyMetadata(props, enginePath, options);
+    std::cout.precision(9);
+    std::cout << "keys " << props.size() << "\nmean " << options.mean[0] << ',' << options.mean[1] << ','
+              << options.mean[2] << "\nstd " << options.std[0] << ',' << options.std[1] << ',' << options.std[2]
+              << "\npatch " << options.patchSize << "\ntrained " << options.trainedSize.height << ','
+              << options.trainedSize.width << "\nnames ";
+    for (size_t k = 0; k < options.classNames.size(); ++k)
+    {
+        std::cout << (k ? "," : "") << options.classNames[k];
+    }
+    std::cout << '\n';
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
 {
+    if (argc == 3 && std::strcmp(argv[1], "sidecar") == 0)
+    {
+        try
+        {
+            return sidecar(argv[2]);
+        }
+        catch (std::exception const& err)
+        {
+            std::cerr << "error: " << err.what() << '\n';
+            return 1;
+        }
+    }
     if (argc < 4)
     {
         std::cerr << "usage: " << argv[0] << " MODEL IMAGE.npy LABELS.npy [--keep-ratio OUT.npy] [--slide] ...\n";
