@@ -1,7 +1,8 @@
 """An AddressSanitizer + UndefinedBehaviorSanitizer build of the C++ runtime, the OpenVINO
-extension and the drivers, run on an exported plugin-flavour model (native token ops, slide
-windows, two threads on one segmenter) and through the C API from C. A finding aborts the
-driver with a non-zero status. Its own file, so that its build runs beside the other tests.
+extension and the drivers, run on the runtime's own C++ tests (``plugins/runtime/tests``), on
+an exported plugin-flavour model (native token ops, slide windows, two threads on one
+segmenter) and through the C API from C. A finding aborts the driver with a non-zero status.
+Its own file, so that its build runs beside the other tests.
 """
 
 import os
@@ -26,8 +27,11 @@ SANITIZER_ENV = {"TBB_ENABLE_SANITIZERS": "1", "ASAN_OPTIONS": "detect_leaks=1:a
 def test_sanitizer_build(tmp_path):
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("a C compiler is needed for the C API driver")
-    build = build_runtime("runtime-openvino-asan", sanitize=True, targets=("dtp_model_check", "dtp_c_api_check"))
+    build = build_runtime("runtime-openvino-asan", sanitize=True,
+                          targets=("dtp_model_check", "dtp_c_api_check", "dtp_runtime_test"))
     env = {**os.environ, **SANITIZER_ENV}
+    done = subprocess.run([str(build / "dtp_runtime_test")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     image = SyntheticScenes(1, 120, 150, seed=3)[0][0]
     cpp_predict(build, _builtin("dtop-vit-t", "plugin"), image, tmp_path, "--slide", "--threads", "2", env=env)
     image.tofile(tmp_path / "image.rgb")
