@@ -227,6 +227,9 @@ class OrtBackend(Backend):
             path = quantize_onnxruntime(path, path.with_name(path.stem + "-int8.onnx"), calibration, batch)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # idle ONNX Runtime threads spin by default, stealing cores from the variant that runs
+        # next in the interleaved loop; a deployed process runs one model, so spinning is off here
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             options.intra_op_num_threads = self.threads
         session = ort.InferenceSession(str(path), options, providers=[self._provider(device)])
