@@ -101,6 +101,8 @@ def _eval_data(model, data, data_limit, scenes, size):
                    "on dtp-calibrate's images (or --data). [default: fp32]")
 @click.option("--calibration-images", default=32, show_default=True, type=click.IntRange(min=1),
               help="int8: calibration images.")
+@click.option("--agreement-batches", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Pool batches on which ort/openvino rows are compared with fp32 PyTorch (0: skip).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1), help="Batch size; repeat. [default: 1]")
 @click.option("--size", "sizes", multiple=True, help="Input size S or HxW; repeat. Default: the trained size.")
@@ -137,7 +139,7 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG figure.")
 @verbosity_options
 @version_option
-def main(models, arch, head_heads, backends, precisions, calibration_images, device, batches, sizes, iterations, duration, warmup, fp16,
+def main(models, arch, head_heads, backends, precisions, calibration_images, agreement_batches, device, batches, sizes, iterations, duration, warmup, fp16,
          thresholds, keep_schedule, pool, data, data_limit, scenes, protocol, do_sweep, per_stage,
          sweep_grid, threads, seed, json_path, markdown_path, plot_path, quiet, verbose):
     """Time dense vs pruned (same weights, interleaved) on every backend; measure accuracy.
@@ -199,7 +201,7 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, dev
                            sizes=tuple(size_list), iterations=iterations, duration=duration,
                            warmup=warmup, fp16=fp16, pool=pool, keep_schedule=schedule, seed=seed,
                            threads=threads, precisions=tuple(precisions) or ("fp32",),
-                           calibration=calibration_images)
+                           calibration=calibration_images, agreement_batches=agreement_batches)
     console = Console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=True, disable=quiet)
