@@ -24,10 +24,10 @@ from dtp_deploy.models import build_model
 
 RESULT_KEYS = {"model", "backend", "device", "device_name", "precision", "batch", "height", "width",
                "tokens", "keep_schedule", "status", "reason", "inputs", "dense", "pruned", "speedup",
-               "latency_ratio", "gmacs_ratio", "peak_host_rss_mb", "baseline",
+               "latency_ratio", "gmacs_ratio", "gmacs_padded_ratio", "peak_host_rss_mb", "baseline",
                "speedup_vs_slowest_dense"}
 VARIANT_KEYS = {"iterations", "latency_ms", "latency_per_image_ms", "throughput_img_s",
-                "gmacs_per_image", "keep_counts_mean", "keep_ratios", "peak_cuda_memory_mb"}
+                "gmacs_per_image", "gmacs_padded_per_image", "keep_counts_mean", "keep_ratios", "peak_cuda_memory_mb"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -72,6 +72,10 @@ def test_figures_are_consistent(report, tiny):
     assert r["gmacs_ratio"] == pytest.approx(pruned["gmacs_per_image"] / dense["gmacs_per_image"])
     assert r["speedup"] == pytest.approx(dense["latency_ms"]["median"] / pruned["latency_ms"]["median"])
     assert r["latency_ratio"] == pytest.approx(1 / r["speedup"])
+    # batch 2: the batch computes every image at its larger keep count
+    assert dense["gmacs_padded_per_image"] == pytest.approx(dense["gmacs_per_image"])
+    assert pruned["gmacs_padded_per_image"] >= pruned["gmacs_per_image"]
+    assert r["gmacs_padded_ratio"] == pytest.approx(pruned["gmacs_padded_per_image"] / dense["gmacs_per_image"])
     for v in (dense, pruned):
         lat = v["latency_ms"]
         assert v["iterations"] == 3 and lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
@@ -186,9 +190,9 @@ def test_backends_and_precisions_in_one_interleaved_run(tiny):
     pytest.importorskip("nncf", reason="nncf is not installed (extra [openvino])")
     from dtp_deploy.runtime.backends import missing_precision
 
-    options = BenchOptions(backends=["torch", "ort", "openvino"], sizes=((64, 96),), batches=(2,),
-                           iterations=2, warmup=0, pool=4, precisions=("fp32", "int8", "bf16"),
-                           calibration=4, agreement_batches=2)
+    options = BenchOptions(backends=["torch", "ort", "openvino"], sizes=((64, 64),), batches=(2,),
+                           iterations=1, warmup=0, pool=4, precisions=("fp32", "int8", "bf16"),
+                           calibration=2, agreement_batches=2)
     report = run_benchmark([("tiny", tiny)], options)
     rows = {(r["backend"], r["precision"]): r for r in report["results"]}
     assert len(rows) == 9
