@@ -135,3 +135,27 @@ def test_openvino_never_imports_torch(builtin, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_dtp_run_backend_openvino(builtin, tmp_path):
+    """dtp-run passes --backend openvino, --threads and --precision through to Segmenter.open."""
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from dtp_deploy.runtime.cli import main
+
+    _, path, _ = builtin
+    image = scenes(1, 160, 224, seed=6)[0]
+    Image.fromarray(image).save(tmp_path / "scene.png")
+    args = [str(path), str(tmp_path / "scene.png"), "-o", str(tmp_path / "out"), "--json"]
+    done = CliRunner().invoke(main, [*args, "--backend", "openvino", "--threads", "1", "--precision", "f32"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    assert summary["backend"] == "openvino" and summary["segmented"] == 1
+    expected = Segmenter.open(path, backend="ort").predict(image).labels
+    labels = np.asarray(Image.open(tmp_path / "out" / "scene_labels.png"))
+    assert (labels != expected).mean() < 1e-3
+    done = CliRunner().invoke(main, [*args, "--backend", "ort", "--precision", "bf16"])
+    assert done.exit_code == 2 and "backend='openvino' only" in done.output
