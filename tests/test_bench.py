@@ -24,9 +24,10 @@ from dtp_deploy.models import build_model
 
 RESULT_KEYS = {"model", "backend", "device", "device_name", "precision", "batch", "height", "width",
                "tokens", "keep_schedule", "status", "reason", "inputs", "dense", "pruned", "speedup",
-               "latency_ratio", "gmacs_ratio", "peak_host_rss_mb"}
+               "latency_ratio", "gmacs_ratio", "gmacs_padded_ratio", "peak_host_rss_mb", "baseline",
+               "speedup_vs_slowest_dense"}
 VARIANT_KEYS = {"iterations", "latency_ms", "latency_per_image_ms", "throughput_img_s",
-                "gmacs_per_image", "keep_counts_mean", "keep_ratios", "peak_cuda_memory_mb"}
+                "gmacs_per_image", "gmacs_padded_per_image", "keep_counts_mean", "keep_ratios", "peak_cuda_memory_mb"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -71,6 +72,10 @@ def test_figures_are_consistent(report, tiny):
     assert r["gmacs_ratio"] == pytest.approx(pruned["gmacs_per_image"] / dense["gmacs_per_image"])
     assert r["speedup"] == pytest.approx(dense["latency_ms"]["median"] / pruned["latency_ms"]["median"])
     assert r["latency_ratio"] == pytest.approx(1 / r["speedup"])
+    # batch 2: the batch computes every image at its larger keep count
+    assert dense["gmacs_padded_per_image"] == pytest.approx(dense["gmacs_per_image"])
+    assert pruned["gmacs_padded_per_image"] >= pruned["gmacs_per_image"]
+    assert r["gmacs_padded_ratio"] == pytest.approx(pruned["gmacs_padded_per_image"] / dense["gmacs_per_image"])
     for v in (dense, pruned):
         lat = v["latency_ms"]
         assert v["iterations"] == 3 and lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
@@ -176,3 +181,44 @@ def test_cli_json_accuracy_and_exit_codes(tiny, tmp_path):
     assert result.exit_code == 2 and "multiples of 16" in result.output
     result = CliRunner().invoke(main, [str(ckpt), "--keep-schedule", "0.7,x"])
     assert result.exit_code == 2 and "--keep-schedule" in result.output
+
+
+def test_backends_and_precisions_in_one_interleaved_run(tiny):
+    """ort and openvino at fp32 and int8 (and bf16 where the CPU has it) in one run: graph rows
+    are compared with fp32 PyTorch on the same inputs, speed-ups share one dense baseline."""
+    pytest.importorskip("openvino", reason="openvino is not installed (extra [openvino])")
+    pytest.importorskip("nncf", reason="nncf is not installed (extra [openvino])")
+    from dtp_deploy.runtime.backends import missing_precision
+
+    options = BenchOptions(backends=["torch", "ort", "openvino"], sizes=((64, 64),), batches=(2,),
+                           iterations=1, warmup=0, pool=4, precisions=("fp32", "int8", "bf16"),
+                           calibration=2, agreement_batches=2)
+    report = run_benchmark([("tiny", tiny)], options)
+    rows = {(r["backend"], r["precision"]): r for r in report["results"]}
+    assert len(rows) == 9
+    assert "ort and openvino" in rows["torch", "int8"]["reason"]
+    bf16 = rows["openvino", "bf16"]
+    assert (bf16["status"] == "ok") == (missing_precision("bf16") is None), bf16["reason"]
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    assert {("torch", "fp32"), ("ort", "fp32"), ("ort", "int8"), ("openvino", "fp32"),
+            ("openvino", "int8")} <= {(r["backend"], r["precision"]) for r in ok}
+    slowest = max(r["dense"]["latency_ms"]["median"] for r in ok)
+    for r in ok:
+        assert r["baseline"] == ok[0]["baseline"]
+        for v in ("dense", "pruned"):
+            assert r["speedup_vs_slowest_dense"][v] == pytest.approx(slowest / r[v]["latency_ms"]["median"])
+    assert min(r["speedup_vs_slowest_dense"]["dense"] for r in ok) == pytest.approx(1.0)
+    assert "accuracy_vs_fp32" not in rows["torch", "fp32"]  # the reference itself
+    for backend in ("ort", "openvino"):
+        exact = rows[backend, "fp32"]["accuracy_vs_fp32"]
+        int8 = rows[backend, "int8"]["accuracy_vs_fp32"]
+        for v in ("dense", "pruned"):
+            assert exact[v]["images"] == 4
+            assert exact[v]["keep_agreement"] == 1.0 and exact[v]["label_agreement"] == 1.0
+            assert exact[v]["miou_change"] == pytest.approx(0, abs=1e-9)
+            assert exact[v]["mean_abs_score_diff"] < 1e-4
+            assert 0 < int8[v]["mean_abs_score_diff"] < 0.2, "int8 should differ, but not much"
+            assert int8[v]["label_agreement"] > 0.8
+        assert int8["pruned"]["miou_fp32"] == pytest.approx(exact["pruned"]["miou_fp32"])
+    text = to_markdown(report)
+    assert "| tiny | openvino | int8 |" in text

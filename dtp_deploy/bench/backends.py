@@ -1,9 +1,14 @@
-"""Inference backends the benchmark can time: PyTorch eager, ONNX Runtime, TensorRT.
+"""Inference backends the benchmark can time: PyTorch eager, ONNX Runtime, OpenVINO, TensorRT.
 
-A backend says up front whether it can run here (:meth:`Backend.unavailable` returns the
-reason, or None), then builds one :class:`Variant` per (dense | pruned) model. A variant turns
-a CPU batch into whatever its engine eats (:meth:`Variant.place`, untimed) and runs it
-(:meth:`Variant.timed`), returning the wall time in milliseconds and the keep counts.
+A backend says up front whether it can run here at a precision (:meth:`Backend.unavailable`
+returns the reason, or None), then builds one :class:`Variant` per (dense | pruned) model. A
+variant turns a CPU batch into whatever its engine eats (:meth:`Variant.place`, untimed) and
+runs it (:meth:`Variant.timed`), returning the wall time in milliseconds and the keep counts;
+:meth:`Variant.outputs` returns the scores too, for the accuracy of a precision.
+
+Precisions: ``fp32``; ``fp16`` (torch and trt on CUDA, ``--fp16``); ``bf16`` (OpenVINO, where
+the CPU has it natively); ``int8`` (post-training quantization of the portable graph on ONNX
+Runtime and OpenVINO, see :mod:`.quantize`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-BACKENDS = ("torch", "ort", "trt")
+BACKENDS = ("torch", "ort", "openvino", "trt")
+PRECISIONS = ("fp32", "bf16", "int8")  # the CPU precisions of --precision (fp16: --fp16)
 
 
 class BackendUnavailable(RuntimeError):
@@ -38,15 +44,22 @@ class Variant:
         """Run once; ``(milliseconds, keep_counts (B, S) int)``."""
         raise NotImplementedError
 
+    def outputs(self, placed: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Run once, untimed; ``(scores (B, K, h, w) float32, keep_counts (B, S))``."""
+        raise NotImplementedError
+
 
 class Backend:
     name = ""
+    threads: int | None = None  # CPU inference threads (None: the engine's default)
 
-    def unavailable(self, device: str, fp16: bool) -> str | None:
+    def unavailable(self, device: str, fp16: bool, precision: str = "fp32") -> str | None:
         raise NotImplementedError
 
     def variant(self, model, *, pruned: bool, batch: int, height: int, width: int, device: str,
-                fp16: bool, workdir: Path) -> Variant:
+                fp16: bool, workdir: Path, precision: str = "fp32",
+                calibration: np.ndarray | None = None) -> Variant:
+        """``calibration``: normalised images ``(n, 3, height, width)`` for ``precision="int8"``."""
         raise NotImplementedError
 
     def version(self) -> str | None:
@@ -64,6 +77,14 @@ class TorchVariant(Variant):
 
     def place(self, images, thresholds=None):
         return images.to(self.device, self.dtype), tuple(thresholds or self.default_thresholds)
+
+    def outputs(self, placed):
+        images, thresholds = placed
+        model = self.model
+        model.pruning, model.thresholds = self.pruned, thresholds
+        with torch.inference_mode():
+            scores, keep = model(images)
+        return scores.float().cpu().numpy(), keep.cpu().numpy()
 
     def timed(self, placed):
         images, thresholds = placed
@@ -91,7 +112,9 @@ class TorchBackend(Backend):
     def __init__(self) -> None:
         self._modules: dict[tuple[int, str, bool], Any] = {}
 
-    def unavailable(self, device, fp16):
+    def unavailable(self, device, fp16, precision="fp32"):
+        if precision != "fp32":
+            return f"{precision} is timed on the ort and openvino backends (torch: fp32, --fp16)"
         if device == "cuda" and not torch.cuda.is_available():
             return "--device cuda but torch sees no CUDA device"
         if fp16 and device != "cuda":
@@ -110,7 +133,8 @@ class TorchBackend(Backend):
             self._modules[key] = module.eval()
         return self._modules[key]
 
-    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir):
+    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir,
+                precision="fp32", calibration=None):
         return TorchVariant(self.module(model, device, fp16), pruned, device,
                             torch.float16 if fp16 else torch.float32)
 
@@ -133,15 +157,50 @@ class OrtVariant(Variant):
         _, keep = self.session.run(["scores", "keep_counts"], {self.input_name: placed})
         return (time.perf_counter() - t0) * 1e3, np.asarray(keep)
 
+    def outputs(self, placed):
+        scores, keep = self.session.run(["scores", "keep_counts"], {self.input_name: placed})
+        return np.asarray(scores, np.float32), np.asarray(keep)
+
+
+def _exporter_missing() -> str | None:
+    try:
+        exporters = importlib.import_module("exporters")
+        exporters.export_onnx  # noqa: B018 - resolving the lazy name checks it imports
+    except Exception as err:  # the exporter is optional; any failure to import means "not here"
+        return f"the ONNX exporter does not import: {type(err).__name__}: {err}"
+    return None
+
+
+_PORTABLE: dict[tuple, Path] = {}  # (workdir, model, pruned, batch, size, thresholds) -> graph
+
+
+def portable_graph(model, *, pruned: bool, batch: int, height: int, width: int, workdir) -> Path:
+    """The model's portable ONNX graph (thresholds as set now), exported once per run and
+    shared by the backends and precisions that time it."""
+    from exporters import export_onnx
+
+    key = (str(workdir), id(model), pruned, batch, height, width, tuple(model.thresholds))
+    path = _PORTABLE.get(key)
+    if path is None or not path.is_file():
+        path = Path(workdir) / (f"{model.config.arch}-{'pruned' if pruned else 'dense'}-b{batch}-"
+                                f"{height}x{width}-{len(_PORTABLE)}.onnx")
+        try:
+            export_onnx(model, path, flavour="portable", height=height, width=width, batch=batch,
+                        dense=not pruned, thresholds=list(model.thresholds), check=False,
+                        progress=False)
+        except Exception as err:
+            raise BackendUnavailable(f"portable ONNX export failed: {type(err).__name__}: {err}") from err
+        _PORTABLE[key] = path
+    return path
+
 
 class OrtBackend(Backend):
     name = "ort"
-    threads: int | None = None  # intra-op threads (None: ONNX Runtime's default)
 
     def _provider(self, device: str) -> str:
         return "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
 
-    def unavailable(self, device, fp16):
+    def unavailable(self, device, fp16, precision="fp32"):
         try:
             ort = importlib.import_module("onnxruntime")
         except ImportError as err:
@@ -150,27 +209,27 @@ class OrtBackend(Backend):
             return f"onnxruntime has no {self._provider(device)} (has {ort.get_available_providers()})"
         if fp16:
             return "--fp16 is timed on the torch and trt backends only"
-        try:
-            exporters = importlib.import_module("exporters")
-            exporters.export_onnx  # noqa: B018 - resolving the lazy name checks it imports
-        except Exception as err:  # the exporter is optional; any failure to import means "not here"
-            return f"the ONNX exporter does not import: {type(err).__name__}: {err}"
-        return None
+        if precision == "bf16":
+            return "bf16 is timed on the openvino backend only"
+        if precision == "int8" and device != "cpu":
+            return "int8 is timed on the CPU only"
+        return _exporter_missing()
 
-    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir):
+    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir,
+                precision="fp32", calibration=None):
         import onnxruntime as ort
 
-        from exporters import export_onnx
+        path = portable_graph(model, pruned=pruned, batch=batch, height=height, width=width,
+                              workdir=workdir)
+        if precision == "int8":
+            from .quantize import quantize_onnxruntime
 
-        path = Path(workdir) / f"{model.config.arch}-{'pruned' if pruned else 'dense'}-b{batch}-{height}x{width}.onnx"
-        try:
-            export_onnx(model, path, flavour="portable", height=height, width=width, batch=batch,
-                        dense=not pruned, thresholds=list(model.thresholds), check=False,
-                        progress=False)
-        except Exception as err:
-            raise BackendUnavailable(f"portable ONNX export failed: {type(err).__name__}: {err}") from err
+            path = quantize_onnxruntime(path, path.with_name(path.stem + "-int8.onnx"), calibration, batch)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # idle ONNX Runtime threads spin by default, stealing cores from the variant that runs
+        # next in the interleaved loop; a deployed process runs one model, so spinning is off here
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads:
             options.intra_op_num_threads = self.threads
         session = ort.InferenceSession(str(path), options, providers=[self._provider(device)])
@@ -179,6 +238,70 @@ class OrtBackend(Backend):
     def version(self):
         try:
             return importlib.import_module("onnxruntime").__version__
+        except ImportError:
+            return None
+
+
+# -- OpenVINO on the portable graph ---------------------------------------------------------------
+class OpenVinoVariant(OrtVariant):
+    """The runtime's OpenVINO backend (:class:`dtp_deploy.runtime.backends.OpenVinoBackend`)."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
+
+    def timed(self, placed):
+        t0 = time.perf_counter()
+        _, keep = self.runner.run(placed)
+        return (time.perf_counter() - t0) * 1e3, np.asarray(keep)
+
+    def outputs(self, placed):
+        scores, keep = self.runner.run(placed)
+        return np.asarray(scores, np.float32), np.asarray(keep)
+
+
+class OpenVinoBackend(Backend):
+    """OpenVINO on the CPU: the portable graph at f32 (exact), bf16 (where the CPU has it) or
+    NNCF INT8, compiled with the latency hint."""
+
+    name = "openvino"
+
+    def unavailable(self, device, fp16, precision="fp32"):
+        if device != "cpu":
+            return "OpenVINO is timed on --device cpu"
+        if fp16:
+            return "--fp16 is timed on the torch and trt backends only"
+        try:
+            importlib.import_module("openvino")
+        except ImportError as err:
+            return f"openvino is not installed ({err}); pip install 'dtp-deploy[openvino]'"
+        if precision == "bf16":
+            from ..runtime.backends import missing_precision
+
+            return missing_precision("bf16")
+        if precision == "int8":
+            try:
+                importlib.import_module("nncf")
+            except ImportError as err:
+                return f"int8 needs nncf ({err}); pip install 'dtp-deploy[openvino]'"
+        return _exporter_missing()
+
+    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir,
+                precision="fp32", calibration=None):
+        from ..runtime.backends import OpenVinoBackend as Runner
+
+        path = portable_graph(model, pruned=pruned, batch=batch, height=height, width=width,
+                              workdir=workdir)
+        if precision == "int8":
+            from .quantize import quantize_openvino
+
+            path = quantize_openvino(path, path.with_name(path.stem + "-int8.xml"), calibration, batch)
+        # int8 runs its quantized layers in int8 and the rest in f32
+        return OpenVinoVariant(Runner(path, threads=self.threads,
+                                      precision="bf16" if precision == "bf16" else "f32"))
+
+    def version(self):
+        try:
+            return importlib.import_module("openvino").__version__
         except ImportError:
             return None
 
@@ -201,6 +324,10 @@ class TrtVariant(Variant):
         outputs = self.engine.infer({self.input_name: placed})
         return (time.perf_counter() - t0) * 1e3, np.asarray(outputs["keep_counts"])
 
+    def outputs(self, placed):
+        out = self.engine.infer({self.input_name: placed})
+        return np.asarray(out["scores"], np.float32), np.asarray(out["keep_counts"])
+
 
 class TrtBackend(Backend):
     """TensorRT: the plugin-flavour graph (dense: no dtp nodes) built into a static-shape engine
@@ -208,9 +335,11 @@ class TrtBackend(Backend):
 
     name = "trt"
 
-    def unavailable(self, device, fp16):
+    def unavailable(self, device, fp16, precision="fp32"):
         if device != "cuda":
             return "TensorRT needs --device cuda"
+        if precision != "fp32":
+            return f"{precision} is timed on the ort and openvino backends (trt: fp32, --fp16)"
         try:
             importlib.import_module("tensorrt")
         except ImportError as err:
@@ -222,7 +351,8 @@ class TrtBackend(Backend):
             return f"no dtp plugin library: {err}"
         return None
 
-    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir):
+    def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir,
+                precision="fp32", calibration=None):
         from exporters import export_onnx
 
         from ..trt.build import build_engine
@@ -252,6 +382,8 @@ def get_backend(name: str) -> Backend:
         return TorchBackend()
     if name == "ort":
         return OrtBackend()
+    if name == "openvino":
+        return OpenVinoBackend()
     if name == "trt":
         return TrtBackend()
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")

@@ -92,8 +92,17 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--head-heads", type=click.IntRange(min=1),
               help="Attention heads of the decode heads, which weights cannot reveal "
               "(default: the checkpoint's config, else the preset).")
-@click.option("--backend", "backends", multiple=True, type=click.Choice(["torch", "ort", "trt", "all"]),
+@click.option("--backend", "backends", multiple=True,
+              type=click.Choice(["torch", "ort", "openvino", "trt", "all"]),
               help="Backend to time; repeat for several. Default: every one that can run here.")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "bf16", "int8"]),
+              help="CPU precision; repeat. Rows are backend x precision, all interleaved. bf16: "
+                   "openvino where the CPU has it; int8: ort and openvino, post-training quantized "
+                   "on dtp-calibrate's images (or --data). [default: fp32]")
+@click.option("--calibration-images", default=32, show_default=True, type=click.IntRange(min=1),
+              help="int8: calibration images.")
+@click.option("--agreement-batches", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Pool batches on which ort/openvino rows are compared with fp32 PyTorch (0: skip).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1), help="Batch size; repeat. [default: 1]")
 @click.option("--size", "sizes", multiple=True, help="Input size S or HxW; repeat. Default: the trained size.")
@@ -121,7 +130,8 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--per-stage", is_flag=True, help="With --sweep: also vary one stage at a time.")
 @click.option("--sweep-grid", type=THRESHOLDS,
               help="Thresholds to sweep, comma-separated, each in (0, 1] (default: 1 ... 0.4).")
-@click.option("--threads", type=click.IntRange(min=1), help="torch intra-op threads.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads (torch intra-op, ONNX Runtime, OpenVINO).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the input pool and random weights.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
@@ -129,7 +139,7 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG figure.")
 @verbosity_options
 @version_option
-def main(models, arch, head_heads, backends, device, batches, sizes, iterations, duration, warmup, fp16,
+def main(models, arch, head_heads, backends, precisions, calibration_images, agreement_batches, device, batches, sizes, iterations, duration, warmup, fp16,
          thresholds, keep_schedule, pool, data, data_limit, scenes, protocol, do_sweep, per_stage,
          sweep_grid, threads, seed, json_path, markdown_path, plot_path, quiet, verbose):
     """Time dense vs pruned (same weights, interleaved) on every backend; measure accuracy.
@@ -144,6 +154,7 @@ def main(models, arch, head_heads, backends, device, batches, sizes, iterations,
       dtp-bench ckpt.pth --data ADEChallengeData2016 --sweep --per-stage --plot sweep.png
       dtp-bench ckpt.pth --data ADEChallengeData2016 --protocol mmseg --backend torch
       dtp-bench random:dtop-vit-b --device cuda --fp16 --size 512 --keep-schedule 0.7,0.5 --scenes 0
+      dtp-bench dtop-vit-t --backend ort --backend openvino --precision fp32 --precision int8
 
     \b
     Exit codes: 0 ok; 2 bad usage or input (options, files, models, an output location that
@@ -189,7 +200,8 @@ def main(models, arch, head_heads, backends, device, batches, sizes, iterations,
     options = BenchOptions(backends=names, device=device, batches=tuple(batches) or (1,),
                            sizes=tuple(size_list), iterations=iterations, duration=duration,
                            warmup=warmup, fp16=fp16, pool=pool, keep_schedule=schedule, seed=seed,
-                           threads=threads)
+                           threads=threads, precisions=tuple(precisions) or ("fp32",),
+                           calibration=calibration_images, agreement_batches=agreement_batches)
     console = Console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, transient=True, disable=quiet)

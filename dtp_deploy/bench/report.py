@@ -17,23 +17,37 @@ def _size(r: dict[str, Any]) -> str:
     return f"{r['height']}x{r['width']}"
 
 
+def _vs_fp32(r: dict[str, Any]) -> str:
+    """Pruned variant against fp32 PyTorch: images with equal keep counts, token labels that
+    agree, mIoU change (points) on the timing inputs' masks."""
+    a = r.get("accuracy_vs_fp32", {}).get("pruned")
+    if not a:
+        return "reference" if r["backend"] == "torch" else ""
+    return (f"{a['keep_agreement']:.0%} / {a['label_agreement']:.2%} / "
+            f"{100 * a['miou_change']:+.2f}")
+
+
 def result_rows(report: dict[str, Any]) -> list[list[str]]:
-    """One side-by-side row per (model, backend, batch, size)."""
+    """One side-by-side row per (model, backend, precision, batch, size)."""
     rows = []
     for r in report["results"]:
         head = [r["model"], r["backend"], r["precision"], str(r["batch"]), _size(r)]
         if r["status"] != "ok":
-            rows.append(head + [f"{r['status']}: {r['reason']}"] + [""] * 9)
+            rows.append(head + [f"{r['status']}: {r['reason']}"] + [""] * 11)
             continue
+        base = r.get("speedup_vs_slowest_dense")
         d, p = r["dense"], r["pruned"]
         rows.append(head + [
             _ms(d["latency_ms"]), _ms(p["latency_ms"]),
             f"{d['latency_per_image_ms']['median']:.2f} / {p['latency_per_image_ms']['median']:.2f}",
             f"{d['throughput_img_s']:.1f} / {p['throughput_img_s']:.1f}",
             f"{r['speedup']:.2f}x",
+            f"{base['dense']:.2f}x / {base['pruned']:.2f}x" if base else "",
             f"{d['gmacs_per_image']:.3f} / {p['gmacs_per_image']:.3f}",
-            f"{r['latency_ratio']:.1%} vs {r['gmacs_ratio']:.1%}",
+            f"{r['latency_ratio']:.1%} vs {r['gmacs_ratio']:.1%}"
+            + (f" (padded {r['gmacs_padded_ratio']:.1%})" if r["batch"] > 1 else ""),
             _keep(p["keep_ratios"]),
+            _vs_fp32(r),
             f"{r['peak_host_rss_mb']:.0f}" if r["device"] == "cpu" else
             f"{d['peak_cuda_memory_mb']:.0f} / {p['peak_cuda_memory_mb']:.0f}",
         ])
@@ -43,8 +57,11 @@ def result_rows(report: dict[str, Any]) -> list[list[str]]:
 RESULT_HEADER = ["model", "backend", "precision", "batch", "size",
                  "dense ms/batch med / p90 / p99", "pruned ms/batch med / p90 / p99",
                  "ms/img dense / pruned", "img/s dense / pruned", "speedup",
-                 "GMACs/img dense / pruned", "latency vs GMACs (pruned/dense)",
-                 "keep per stage (pruned)", "peak MiB (cpu: process RSS; cuda: dense / pruned)"]
+                 "vs slowest dense: dense / pruned",
+                 "GMACs/img dense / pruned", "latency vs GMACs (pruned/dense; padded: as the batch computes)",
+                 "keep per stage (pruned)",
+                 "pruned vs fp32 torch: same keep counts / same labels / mIoU change (pts)",
+                 "peak MiB (cpu: process RSS; cuda: dense / pruned)"]
 
 
 def accuracy_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -104,6 +121,15 @@ def print_report(report: dict[str, Any], console=None) -> None:
         table.add_row("ratio", f"{r['latency_ratio']:.0%}", "", "", "",
                       f"{r['speedup']:.2f}x", f"{r['gmacs_ratio']:.0%}", "", style="bold")
         console.print(table)
+        if r.get("speedup_vs_slowest_dense"):
+            b = r["speedup_vs_slowest_dense"]
+            console.print(f"vs the slowest dense row ({r['baseline']}): dense {b['dense']:.2f}x, "
+                          f"pruned {b['pruned']:.2f}x")
+        if r.get("accuracy_vs_fp32"):
+            a = r["accuracy_vs_fp32"]["pruned"]
+            console.print(f"pruned vs fp32 PyTorch on {a['images']} inputs: keep counts equal on "
+                          f"{a['keep_agreement']:.0%}, token labels on {a['label_agreement']:.2%}, "
+                          f"mIoU {100 * a['miou']:.2f} ({100 * a['miou_change']:+.2f} pts)")
     for a in report.get("accuracy", []):
         acc = Table("", "mIoU", "pixel acc", "GMACs/img", "keep/stage", title_justify="left",
                     title=f"accuracy: {escape(a['model'])} on {escape(a['data'])} at {a['height']}x{a['width']}, "

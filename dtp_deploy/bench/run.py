@@ -24,7 +24,7 @@ from .. import __version__
 from ..data import SyntheticScenes
 from ..preprocess import to_tensor
 from .accuracy import gmacs, resize_image
-from .backends import BACKENDS, BackendUnavailable, get_backend, host_peak_rss_mb
+from .backends import BACKENDS, PRECISIONS, BackendUnavailable, get_backend, host_peak_rss_mb
 
 SCHEMA = "dtp-bench/1"
 
@@ -45,6 +45,9 @@ class BenchOptions:
     keep_schedule: Sequence[float] | None = None
     seed: int = 0
     threads: int | None = None
+    precisions: Sequence[str] = ("fp32",)  # fp32, bf16, int8 (rows: backend x precision)
+    calibration: int = 32  # calibration images for int8 (dtp-calibrate's scenes or --data)
+    agreement_batches: int = 4  # pool batches on which graph rows are compared with fp32 PyTorch
     data_pool: Any = field(default=None, repr=False)  # a dataset to draw timing inputs from
 
 
@@ -81,18 +84,23 @@ def environment(device: str) -> dict[str, Any]:
             "cuda": torch.version.cuda if device == "cuda" else None, "versions": versions}
 
 
-def input_pool(model, count: int, height: int, width: int, *, seed: int = 0,
-               dataset=None) -> tuple[torch.Tensor, str]:
-    """``count`` normalised images ``(count, 3, H, W)`` float32 and where they came from."""
+def input_pool(model, count: int, height: int, width: int, *, seed: int = 0, dataset=None,
+               with_masks: bool = False):
+    """``count`` normalised images ``(count, 3, H, W)`` float32 and where they came from (and
+    their label masks, at each sample's own size, with ``with_masks``)."""
     cfg = model.config
     if dataset is not None and len(dataset) > 0:
-        raw = np.stack([resize_image(dataset[i % len(dataset)][0], height, width) for i in range(count)])
+        samples = [dataset[i % len(dataset)] for i in range(count)]
         source = f"{getattr(dataset, 'name', 'folder')} ({min(count, len(dataset))} images)"
     else:
         scenes = SyntheticScenes(count, height, width, seed=seed)
-        raw = np.stack([scenes[i][0] for i in range(count)])
+        samples = [scenes[i] for i in range(count)]
         source = f"synthetic scenes ({count})"
-    return to_tensor(raw, cfg.mean, cfg.std), source
+    raw = np.stack([resize_image(image, height, width) for image, _ in samples])
+    images = to_tensor(raw, cfg.mean, cfg.std)
+    if with_masks:
+        return images, source, [np.asarray(mask) for _, mask in samples]
+    return images, source
 
 
 def schedule_thresholds(model, images: torch.Tensor, schedule: Sequence[float]) -> list[float]:
@@ -191,8 +199,11 @@ def _variant_stats(model, samples: dict[str, list], batch: int, grid: tuple[int,
     keep = np.concatenate(samples["keep"])
     tokens = grid[0] * grid[1]
     per_image = gmacs(model, keep, grid, pruned)
+    # a batch pads every image to its largest keep count per stage: what it really computes
+    padded = np.concatenate([np.broadcast_to(np.asarray(k).max(0), np.shape(k)) for k in samples["keep"]])
     lat = percentiles(ms)
     return {
+        "gmacs_padded_per_image": float(gmacs(model, padded, grid, pruned).mean()),
         "iterations": len(ms),
         "latency_ms": lat,
         "latency_per_image_ms": {k: v / batch for k, v in lat.items()},
@@ -204,12 +215,55 @@ def _variant_stats(model, samples: dict[str, list], batch: int, grid: tuple[int,
     }
 
 
+def _row_key(backend: str, precision: str, variant: str) -> str:
+    return f"{backend}/{precision}/{variant}"
+
+
+def precision_agreement(model, outputs: list[tuple[np.ndarray, np.ndarray]],
+                        reference: list[tuple[np.ndarray, np.ndarray]],
+                        masks: Sequence[np.ndarray]) -> dict[str, Any]:
+    """How a row's ``(scores, keep_counts)`` batches compare with the fp32 PyTorch reference on
+    the same inputs: images whose keep counts all agree, token labels that agree, mIoU on the
+    inputs' masks (both, and the change), and the mean absolute score difference."""
+    from ..metrics import ConfusionMatrix
+    from ..report import labels_from_scores
+
+    k = model.config.num_classes
+    cm, cm_ref = ConfusionMatrix(k), ConfusionMatrix(k)
+    keep_same = images = label_same = tokens = 0
+    diff = []
+    i = 0
+    for (scores, keep), (ref_scores, ref_keep) in zip(outputs, reference):
+        keep_same += int((np.asarray(keep) == np.asarray(ref_keep)).all(axis=1).sum())
+        images += len(keep)
+        label_same += int((scores.argmax(1) == ref_scores.argmax(1)).sum())
+        tokens += scores[:, 0].size
+        diff.append(float(np.abs(scores - ref_scores).mean()))
+        for j in range(len(scores)):
+            mask = masks[i % len(masks)]
+            i += 1
+            cm.update(mask, labels_from_scores(torch.from_numpy(scores[j:j + 1]), mask.shape)[0])
+            cm_ref.update(mask, labels_from_scores(torch.from_numpy(ref_scores[j:j + 1]), mask.shape)[0])
+    return {"images": images, "keep_agreement": keep_same / max(images, 1),
+            "label_agreement": label_same / max(tokens, 1), "miou": cm.miou(),
+            "miou_fp32": cm_ref.miou(), "miou_change": cm.miou() - cm_ref.miou(),
+            "mean_abs_score_diff": float(np.mean(diff)) if diff else None}
+
+
 def run_benchmark(models: Sequence[tuple[str, Any]], options: BenchOptions, *,
                   progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Time every model on every requested backend; a JSON-ready dict (schema in docs/bench.md).
+    """Time every model on every requested backend and precision; a JSON-ready dict (schema in
+    docs/bench.md).
+
+    For each model x input size x batch, the dense and pruned variants of *all* backend x
+    precision rows run interleaved in one loop, so that rows compare as fairly as dense and
+    pruned do; each row then reports its speed-up against the slowest dense row of that
+    configuration (``speedup_vs_slowest_dense``). Graph rows (ort, openvino) also report their
+    agreement with the fp32 PyTorch model on the first ``options.agreement_batches`` pool
+    batches (``accuracy_vs_fp32``).
 
     ``models`` are ``(label, model)`` pairs; ``progress(description, done, total)`` is called
-    as iterations complete. Unavailable backends give results with ``status: "unavailable"``.
+    as iterations complete. Unavailable rows give results with ``status: "unavailable"``.
     """
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -217,23 +271,30 @@ def run_benchmark(models: Sequence[tuple[str, Any]], options: BenchOptions, *,
     backends = {n: get_backend(n) for n in names}
     for backend in backends.values():
         backend.threads = options.threads
-    reasons = {n: b.unavailable(options.device, options.fp16) for n, b in backends.items()}
+    precisions = ["fp16"] if options.fp16 else list(dict.fromkeys(options.precisions))
+    for precision in precisions:
+        if precision not in (*PRECISIONS, "fp16"):
+            raise ValueError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)} (or --fp16)")
+    reasons = {(n, pr): b.unavailable(options.device, options.fp16, "fp32" if pr == "fp16" else pr)
+               for n, b in backends.items() for pr in precisions}
+    rows = list(reasons)
     if options.backends is None:  # "all": those that can run here
-        names = [n for n in names if reasons[n] is None] or ["torch"]
+        rows = [r for r in rows if reasons[r] is None] or [("torch", precisions[0])]
     report: dict[str, Any] = {
         "schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": environment(options.device),
         "settings": {**{k: v for k, v in asdict(options).items() if k != "data_pool"},
                      "interleaved": True, "precision": "fp16" if options.fp16 else "fp32"},
-        "backends": {n: {"available": r is None, "reason": r, "version": backends[n].version()}
-                     for n, r in reasons.items()},
+        "backends": {n: {"available": reasons[(n, precisions[0])] is None,
+                         "reason": reasons[(n, precisions[0])], "version": backends[n].version()}
+                     for n in names},
         "models": [], "results": [],
     }
-    for key in ("batches", "sizes", "backends", "keep_schedule"):
+    for key in ("batches", "sizes", "backends", "keep_schedule", "precisions"):
         value = report["settings"][key]
         report["settings"][key] = None if value is None else [list(v) if isinstance(v, tuple) else v for v in value]
 
-    work = []
+    configs = []
     saved_states: list[tuple[Any, bool, tuple[float, ...]]] = []
     for label, model in models:
         saved_states.append((model, model.pruning, model.thresholds))
@@ -247,84 +308,147 @@ def run_benchmark(models: Sequence[tuple[str, Any]], options: BenchOptions, *,
             if height % cfg.patch_size or width % cfg.patch_size:
                 raise ValueError(f"--size {height}x{width} must be multiples of {cfg.patch_size}")
             for batch in options.batches:
-                for name in names:
-                    work.append((label, model, name, height, width, int(batch)))
-    total = len(work) * options.iterations if options.duration is None else len(work)
+                configs.append((label, model, height, width, int(batch)))
+    total = len(configs) * options.iterations if options.duration is None else len(configs)
 
     done = 0
     with tempfile.TemporaryDirectory(prefix="dtp-bench-") as workdir:
-        pools: dict[tuple, tuple[torch.Tensor, str]] = {}
-        for label, model, name, height, width, batch in work:
-            desc = f"{label} {name} b{batch} {height}x{width}"
-            result = {"model": label, "backend": name, "device": options.device,
-                      "device_name": report["environment"]["device_name"],
-                      "precision": "fp16" if options.fp16 else "fp32", "batch": batch,
-                      "height": height, "width": width,
-                      "tokens": (height // model.config.patch_size) * (width // model.config.patch_size),
-                      "keep_schedule": list(options.keep_schedule) if options.keep_schedule else None,
-                      "status": "ok", "reason": None}
+        pools: dict[tuple, tuple[torch.Tensor, str, list]] = {}
+        for label, model, height, width, batch in configs:
+            desc = f"{label} b{batch} {height}x{width}"
             if progress:
-                progress(desc, done, total)
-            try:
-                if reasons[name]:
-                    raise BackendUnavailable(reasons[name])
-                key = (id(model), height, width)
-                count = max(options.pool, 2 * batch)
-                if key not in pools or pools[key][0].shape[0] < count:
-                    pools[key] = input_pool(model, count, height, width, seed=options.seed,
-                                            dataset=options.data_pool)
-                images, source = pools[key]
-                result["inputs"] = source
-                n = images.shape[0]
-                batches = [images[(np.arange(batch) + j * batch) % n] for j in range(max(1, n // batch))]
+                progress(f"{desc}: building", done, total)
+            tokens = (height // model.config.patch_size) * (width // model.config.patch_size)
+            results = {}
+            for name, precision in rows:
+                results[(name, precision)] = {
+                    "model": label, "backend": name, "device": options.device,
+                    "device_name": report["environment"]["device_name"], "precision": precision,
+                    "batch": batch, "height": height, "width": width, "tokens": tokens,
+                    "keep_schedule": list(options.keep_schedule) if options.keep_schedule else None,
+                    "status": "ok", "reason": reasons[(name, precision)]}
+            key = (id(model), height, width)
+            count = max(options.pool, 2 * batch)
+            if key not in pools or pools[key][0].shape[0] < count:
+                pools[key] = input_pool(model, count, height, width, seed=options.seed,
+                                        dataset=options.data_pool, with_masks=True)
+            images, source, masks = pools[key]
+            n = images.shape[0]
+            picks = [(np.arange(batch) + j * batch) % n for j in range(max(1, n // batch))]
+            batches = [images[idx] for idx in picks]
+            batch_masks = [[masks[i] for i in idx] for idx in picks]
+            fixed = None  # graphs (ONNX, OpenVINO, TensorRT) bake thresholds in: one set for the pool
+            if options.keep_schedule and any(name != "torch" for name, _ in rows):
+                fixed = schedule_thresholds(model, images[:4], options.keep_schedule)
+            calibration = None
+            if any(pr == "int8" and reasons[(n_, pr)] is None for n_, pr in rows):
+                from .quantize import calibration_images
+
+                calibration = calibration_images(model, height, width, count=options.calibration,
+                                                 dataset=options.data_pool)
+            variants: dict[str, Any] = {}
+            inputs: dict[str, list[Any]] = {}
+            for (name, precision), result in results.items():
+                if result["reason"]:
+                    result["status"] = "unavailable"
+                    continue
                 backend = backends[name]
-                fixed = None  # graphs (ONNX, TensorRT) bake thresholds in: one set for the pool
-                if options.keep_schedule and name != "torch":
-                    fixed = schedule_thresholds(model, images[:4], options.keep_schedule)
-                    result["scheduled_thresholds"] = [fixed]
-                with _thresholds(model, fixed):
-                    variants = {
-                        variant: backend.variant(model, pruned=variant == "pruned", batch=batch,
-                                                 height=height, width=width, device=options.device,
-                                                 fp16=options.fp16, workdir=workdir)
-                        for variant in ("dense", "pruned")}
-                schedules = [None] * len(batches)
-                if options.keep_schedule and fixed is None:
-                    # on the timed module (device, precision), so the schedule matches what runs
-                    module = backend.module(model, options.device, options.fp16)
-                    dtype = next(module.parameters()).dtype
-                    schedules = [schedule_thresholds(module, b.to(options.device, dtype),
-                                                     options.keep_schedule) for b in batches]
-                    result["scheduled_thresholds"] = schedules
-                inputs = {"dense": [variants["dense"].place(b) for b in batches],
-                          "pruned": [variants["pruned"].place(b, t) for b, t in zip(batches, schedules)]}
-                base = done
-
-                def tick(timed: int, base=base, desc=desc) -> None:
+                result["inputs"] = source
+                try:
                     if progress:
-                        progress(desc, base + (timed if options.duration is None else 0), total)
+                        progress(f"{desc}: building {name} {precision}", done, total)
+                    with _thresholds(model, fixed):
+                        built = {v: backend.variant(model, pruned=v == "pruned", batch=batch, height=height,
+                                                    width=width, device=options.device, fp16=options.fp16,
+                                                    workdir=workdir, precision=precision,
+                                                    calibration=calibration)
+                                 for v in ("dense", "pruned")}
+                    schedules = [None] * len(batches)
+                    if name == "torch" and options.keep_schedule:
+                        # on the timed module (device, precision), so the schedule matches what runs
+                        module = backend.module(model, options.device, options.fp16)
+                        dtype = next(module.parameters()).dtype
+                        schedules = [schedule_thresholds(module, b.to(options.device, dtype),
+                                                         options.keep_schedule) for b in batches]
+                        result["scheduled_thresholds"] = schedules
+                    elif fixed is not None:
+                        result["scheduled_thresholds"] = [fixed]
+                    placed = {"dense": [built["dense"].place(b) for b in batches],
+                              "pruned": [built["pruned"].place(b, t) for b, t in zip(batches, schedules)]}
+                except BackendUnavailable as err:
+                    result.update(status="unavailable", reason=str(err))
+                    continue
+                for v in ("dense", "pruned"):
+                    variants[_row_key(name, precision, v)] = built[v]
+                    inputs[_row_key(name, precision, v)] = placed[v]
 
-                samples = interleave(variants, inputs, warmup=options.warmup,
-                                     iterations=options.iterations, duration=options.duration,
-                                     tick=tick)
-                grid = (height // model.config.patch_size, width // model.config.patch_size)
-                dense = _variant_stats(model, samples["dense"], batch, grid, pruned=False)
-                pruned = _variant_stats(model, samples["pruned"], batch, grid, pruned=True)
+            base = done
+
+            def tick(timed: int, base=base, desc=desc) -> None:
+                if progress:
+                    progress(desc, base + (timed if options.duration is None else 0), total)
+
+            samples = interleave(variants, inputs, warmup=options.warmup, iterations=options.iterations,
+                                 duration=options.duration, tick=tick) if variants else {}
+            grid = (height // model.config.patch_size, width // model.config.patch_size)
+            reference = None
+            for (name, precision), result in results.items():
+                if result["status"] != "ok":
+                    continue
+                dense = _variant_stats(model, samples[_row_key(name, precision, "dense")], batch, grid,
+                                       pruned=False)
+                pruned = _variant_stats(model, samples[_row_key(name, precision, "pruned")], batch, grid,
+                                        pruned=True)
                 result.update({
                     "dense": dense, "pruned": pruned,
                     "speedup": dense["latency_ms"]["median"] / pruned["latency_ms"]["median"],
                     "latency_ratio": pruned["latency_ms"]["median"] / dense["latency_ms"]["median"],
                     "gmacs_ratio": pruned["gmacs_per_image"] / dense["gmacs_per_image"],
+                    "gmacs_padded_ratio": pruned["gmacs_padded_per_image"] / dense["gmacs_per_image"],
                     "peak_host_rss_mb": host_peak_rss_mb()})
-            except BackendUnavailable as err:
-                result.update(status="unavailable", reason=str(err))
+                if name != "torch" and options.agreement_batches and options.device == "cpu":
+                    if progress:
+                        progress(f"{desc}: accuracy of {name} {precision} vs fp32", done, total)
+                    count = min(options.agreement_batches, len(batches))
+                    if reference is None:
+                        reference = _torch_reference(model, batches[:count], fixed)
+                    result["accuracy_vs_fp32"] = {
+                        v: precision_agreement(
+                            model, [variants[_row_key(name, precision, v)].outputs(x)
+                                    for x in inputs[_row_key(name, precision, v)][:count]],
+                            reference[v], [m for ms in batch_masks[:count] for m in ms])
+                        for v in ("dense", "pruned")}
+            ok = [r for r in results.values() if r["status"] == "ok"]
+            if ok:
+                slowest = max(ok, key=lambda r: r["dense"]["latency_ms"]["median"])
+                base_ms = slowest["dense"]["latency_ms"]["median"]
+                for r in ok:
+                    r["baseline"] = f"{slowest['backend']} {slowest['precision']} dense"
+                    r["speedup_vs_slowest_dense"] = {
+                        v: base_ms / r[v]["latency_ms"]["median"] for v in ("dense", "pruned")}
             done += options.iterations if options.duration is None else 1
             if progress:
                 progress(desc, done, total)
-            report["results"].append(result)
+            report["results"].extend(results.values())
     for model, pruning, thresholds in saved_states:  # the torch variants toggle these
         model.pruning, model.thresholds = pruning, thresholds
     return report
+
+
+def _torch_reference(model, batches: Sequence[torch.Tensor], thresholds) -> dict[str, list]:
+    """fp32 PyTorch ``(scores, keep_counts)`` of dense and pruned on ``batches`` (CPU)."""
+    out: dict[str, list] = {"dense": [], "pruned": []}
+    saved = model.pruning, model.thresholds
+    try:
+        with _thresholds(model, thresholds), torch.inference_mode():
+            for v in ("dense", "pruned"):
+                model.pruning = v == "pruned"
+                for b in batches:
+                    scores, keep = model(b.float())
+                    out[v].append((scores.float().numpy(), keep.numpy()))
+    finally:
+        model.pruning, model.thresholds = saved
+    return out
 
 
 def load_models(specs: Sequence[str], *, arch: str | None = None,

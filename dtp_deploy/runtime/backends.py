@@ -1,8 +1,9 @@
-"""Inference backends of the runtime: ONNX Runtime for ``.onnx``, TensorRT for ``.engine``/``.plan``.
+"""Inference backends of the runtime: ONNX Runtime for ``.onnx``, TensorRT for ``.engine``/``.plan``,
+OpenVINO (CPU) for portable ``.onnx`` graphs and OpenVINO IR ``.xml``.
 
 A backend runs ``images (B, 3, h, w)`` and returns ``(scores (B, K, h/p, w/p), keep_counts
 (B, S))``. It knows the graph's fixed batch (or None) and input dtype, and must be callable
-from many threads at once. Neither backend imports torch.
+from many threads at once. No backend imports torch.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import numpy as np
 
 from dtp_deploy.metadata import ModelMetadata
 
-BACKENDS = ("auto", "ort", "trt")
-_ALIASES = {"onnxruntime": "ort", "tensorrt": "trt"}
+BACKENDS = ("auto", "ort", "trt", "openvino")
+_ALIASES = {"onnxruntime": "ort", "tensorrt": "trt", "ov": "openvino"}
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan")
+OPENVINO_SUFFIXES = (".xml",)  # OpenVINO IR (e.g. an INT8 model written by dtp_deploy.bench.quantize)
+PRECISIONS = ("f32", "bf16", "f16")  # OpenVINO's inference precision names
+PERFORMANCE_HINTS = ("latency", "throughput")
 
 
 class RuntimeSetupError(RuntimeError):
@@ -49,9 +53,11 @@ def resolve_backend(path: Path, backend: str) -> str:
         return "ort"
     if suffix in ENGINE_SUFFIXES:
         return "trt"
+    if suffix in OPENVINO_SUFFIXES:
+        return "openvino"
     raise RuntimeSetupError(f"{path}: cannot tell the backend from the suffix {suffix!r}; name it "
-                            f"*.onnx (ONNX Runtime) or *.engine / *.plan (TensorRT), or pass "
-                            f"backend='ort' or 'trt'")
+                            f"*.onnx (ONNX Runtime), *.engine / *.plan (TensorRT) or *.xml "
+                            f"(OpenVINO IR), or pass backend='ort', 'trt' or 'openvino'")
 
 
 class OrtBackend:
@@ -149,6 +155,117 @@ def _import_extensions_without_torch() -> None:
     finally:
         if "torch" in sys.modules and sys.modules["torch"] is None:
             del sys.modules["torch"]
+
+
+class OpenVinoBackend:
+    """OpenVINO on the CPU, for portable graphs (``.onnx``) and OpenVINO IR (``.xml``).
+
+    Plugin-flavour graphs are refused: OpenVINO has no implementation of the ``dtp`` token
+    ops. ``precision`` is set explicitly because OpenVINO's own default is bf16 on CPUs with
+    AVX512-BF16 or AMX, which changes the token confidences and so the exit decisions; the
+    runtime's default is exact ``f32``. Each calling thread gets its own infer request.
+    """
+
+    name = "openvino"
+
+    def __init__(self, path: Path, device: str = "cpu", *, threads: int | None = None,
+                 precision: str = "f32", performance_hint: str = "latency") -> None:
+        precision = {"fp32": "f32", "fp16": "f16"}.get(precision, precision)
+        kind, _ = parse_device(device)
+        if kind != "cpu":
+            raise RuntimeSetupError(f"{path}: the OpenVINO backend runs on the CPU; pass device='cpu', "
+                                    "or use backend='ort' / 'trt' for a CUDA GPU")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        if performance_hint not in PERFORMANCE_HINTS:
+            raise ValueError(f"unknown performance hint {performance_hint!r}; use "
+                             f"{' or '.join(PERFORMANCE_HINTS)}")
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise RuntimeSetupError(f"{path}: the OpenVINO backend needs the openvino package "
+                                    "(pip install 'dtp-deploy[openvino]')") from err
+        core = ov.Core()
+        missing = missing_precision(precision, core)
+        if missing:
+            raise RuntimeSetupError(f"{path}: precision {precision!r}: {missing}; pass precision='f32'")
+        try:
+            model = core.read_model(os.fspath(path))
+        except RuntimeError as err:
+            if "dtp." in str(err) or "TokenSplit" in str(err):
+                raise RuntimeSetupError(
+                    f"{path} is a plugin-flavour graph (dtp::TokenSplit/TokenReconstruct nodes), "
+                    "which OpenVINO cannot run; export the portable flavour (dtp-export --flavour "
+                    "portable), or run this graph with backend='ort'") from None
+            raise RuntimeSetupError(f"{path}: OpenVINO cannot read it: {err}") from err
+        self.props = _ov_props(model)
+        if len(model.inputs) != 1:
+            raise RuntimeSetupError(f"{path}: expected one input 'images', the graph has "
+                                    f"{[i.get_any_name() for i in model.inputs]}")
+        self.output_names = [o.get_any_name() for o in model.outputs]
+        for needed in ("scores", "keep_counts"):
+            if needed not in self.output_names:
+                raise RuntimeSetupError(f"{path}: the graph has no output {needed!r} (outputs: "
+                                        f"{self.output_names}); re-export it with dtp-export")
+        port = model.inputs[0]
+        self.input_name = port.get_any_name()
+        shape = port.get_partial_shape()
+        dims = [d.get_length() if d.is_static else None for d in shape]
+        self.batch = dims[0]
+        self.input_size = (dims[2], dims[3]) if None not in dims[2:4] else None
+        self.dtype = np.float16 if port.get_element_type() == ov.Type.f16 else np.float32
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": performance_hint.upper(),
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError as err:
+            raise RuntimeSetupError(f"{path}: OpenVINO cannot compile it: {err}") from err
+        self.device = "cpu"
+        self.plugin_graph = False
+        # what OpenVINO will actually run ("f32", "bf16"), read back rather than assumed
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self._local = threading.local()
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        out = request.infer({self.input_name: images})
+        # copies: the request reuses its output buffers on the next call
+        return (np.array(out[self.compiled.output("scores")]),
+                np.array(out[self.compiled.output("keep_counts")]))
+
+
+def missing_precision(precision: str, core: Any = None) -> str | None:
+    """Why this CPU cannot run OpenVINO at ``precision`` natively (None: it can). bf16 needs
+    AVX512-BF16 or AMX; OpenVINO would otherwise emulate or silently fall back to f32."""
+    if precision == "f32":
+        return None
+    if core is None:
+        import openvino as ov
+
+        core = ov.Core()
+    capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    name = {"bf16": "BF16", "f16": "FP16"}[precision]
+    if name not in capabilities:
+        return (f"this CPU has no native {precision} support (OpenVINO reports "
+                f"{', '.join(capabilities)})")
+    return None
+
+
+def _ov_props(model: Any) -> dict[str, str]:
+    """The ONNX ``metadata_props`` of a model OpenVINO read: its ONNX frontend keeps them in
+    ``rt_info["framework"]`` (and ``save_model`` carries them into IR)."""
+    info = model.get_rt_info()
+    framework = info["framework"] if "framework" in info else {}
+    if hasattr(framework, "astype"):  # an OVAny holding the map
+        framework = framework.astype(dict)
+    return {str(key): value.astype(str) if hasattr(value, "astype") else str(value)
+            for key, value in dict(framework).items()}
 
 
 class TrtBackend:

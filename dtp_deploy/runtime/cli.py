@@ -35,8 +35,13 @@ log = logging.getLogger("dtp_deploy.run")
               help="grid: fast, windows averaged on the token grid; mmseg: the papers' test pipeline "
                    "(keep-ratio resize, slide windows averaged in pixel space; docs/protocols.md).")
 @click.option("--bgr", is_flag=True, help="The files' pixel data is in BGR order.")
-@click.option("--backend", type=click.Choice(["auto", "ort", "trt"]), default="auto", show_default=True,
-              help="auto: by suffix (.onnx: ONNX Runtime; .engine/.plan: TensorRT).")
+@click.option("--backend", type=click.Choice(["auto", "ort", "trt", "openvino"]), default="auto", show_default=True,
+              help="auto: by suffix (.onnx: ONNX Runtime; .engine/.plan: TensorRT; .xml: OpenVINO). "
+                   "openvino: CPU, portable graphs.")
+@click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
+              help="OpenVINO inference precision (default f32, exact; bf16/f16 only where the CPU has them).")
+@click.option("--performance-hint", type=click.Choice(["latency", "throughput"]), default=None,
+              help="OpenVINO performance hint (default latency).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cpu for .onnx, cuda:0 for engines).")
 @click.option("--plugin-lib", default=None, help="TensorRT: the dtp plugin library.")
 @click.option("--server", default=None, help="Segment on a Triton server (http://HOST:PORT or grpc://HOST:PORT, "
@@ -47,11 +52,12 @@ log = logging.getLogger("dtp_deploy.run")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Overlay opacity of the class colours.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="ONNX Runtime intra-op threads (default: ONNX Runtime's).")
+              help="CPU inference threads (ONNX Runtime, OpenVINO; default: the engine's).")
 @verbosity_options
 @version_option
 def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, crop: tuple[int, int] | None,
-         stride: tuple[int, int] | None, protocol: str, bgr: bool, backend: str, device: str | None, plugin_lib: str | None,
+         stride: tuple[int, int] | None, protocol: str, bgr: bool, backend: str, precision: str | None,
+         performance_hint: str | None, device: str | None, plugin_lib: str | None,
          server: str | None, no_overlay: bool, strict: bool, as_json: bool, alpha: float, threads: int | None,
          quiet: bool, verbose: int) -> None:
     """Segment IMAGES (files or folders) with MODEL (.onnx from dtp-export, or a TensorRT engine).
@@ -109,7 +115,8 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, 
 
             seg = Client(server, str(model))
         else:
-            seg = Segmenter.open(model, backend=backend, device=device, plugin_lib=plugin_lib, threads=threads)
+            seg = Segmenter.open(model, backend=backend, device=device, plugin_lib=plugin_lib, threads=threads,
+                                 precision=precision, performance_hint=performance_hint)
     except RuntimeSetupError as error:
         fail(f"cannot run the model: {error}", EXIT_MODEL)
     except (FileNotFoundError, IsADirectoryError, ValueError) as error:

@@ -13,7 +13,7 @@ import numpy as np
 from dtp_deploy.metadata import ModelMetadata
 
 from . import processing
-from .backends import OrtBackend, RuntimeSetupError, TrtBackend, resolve_backend
+from .backends import OpenVinoBackend, OrtBackend, RuntimeSetupError, TrtBackend, resolve_backend
 from .processing import MODES, Plan
 from .protocol import PROTOCOLS, SlideSpec, resolve_spec, slide_inference
 
@@ -94,13 +94,14 @@ def _check_image(image: np.ndarray, index: int | None = None) -> None:
 
 
 class Segmenter:
-    """An exported model (``.onnx``, or a TensorRT ``.engine``/``.plan``) ready to segment images.
+    """An exported model (``.onnx``, a TensorRT ``.engine``/``.plan``, or OpenVINO IR ``.xml``)
+    ready to segment images.
 
     Open with :meth:`open`. Instances are immutable after opening; :meth:`predict` and
     :meth:`predict_batch` may be called from many threads at once.
     """
 
-    def __init__(self, backend: OrtBackend | TrtBackend, metadata: ModelMetadata, path: Path,
+    def __init__(self, backend: OrtBackend | TrtBackend | OpenVinoBackend, metadata: ModelMetadata, path: Path,
                  *, max_batch: int = 8) -> None:
         self.backend = backend
         self.metadata = metadata
@@ -115,19 +116,25 @@ class Segmenter:
     @classmethod
     def open(cls, path: str | os.PathLike, backend: str = "auto", device: str | None = None, *,
              plugin_lib: str | None = None, metadata: str | os.PathLike | None = None,
-             threads: int | None = None, max_batch: int = 8) -> Segmenter:
+             threads: int | None = None, max_batch: int = 8, precision: str | None = None,
+             performance_hint: str | None = None) -> Segmenter:
         """Open an exported model.
 
         Args:
-            path: ``.onnx`` (ONNX Runtime) or ``.engine``/``.plan`` (TensorRT).
-            backend: ``"auto"`` (by suffix), ``"ort"`` or ``"trt"``.
+            path: ``.onnx`` (ONNX Runtime or OpenVINO), ``.engine``/``.plan`` (TensorRT) or
+                ``.xml`` (OpenVINO IR).
+            backend: ``"auto"`` (by suffix), ``"ort"``, ``"trt"`` or ``"openvino"`` (CPU,
+                portable graphs only).
             device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CPU for ONNX, ``cuda:0``
                 for engines. ONNX on CUDA needs onnxruntime-gpu.
             plugin_lib: TensorRT plugin library (default: what ``TrtEngine`` finds).
             metadata: engines only: the ``.onnx`` the engine was built from or a ``.json`` of its
                 ``metadata_props``; default: ``<engine>.json``, ``<stem>.json`` or ``<stem>.onnx``.
-            threads: ONNX Runtime intra-op threads (default: ONNX Runtime's).
+            threads: ONNX Runtime intra-op / OpenVINO inference threads (default: the engine's).
             max_batch: windows per inference call when the graph's batch is dynamic.
+            precision: OpenVINO only: ``"f32"`` (default, exact), ``"bf16"`` or ``"f16"``
+                (only where the CPU supports it natively; refused otherwise).
+            performance_hint: OpenVINO only: ``"latency"`` (default) or ``"throughput"``.
         """
         path = Path(path)
         if path.is_dir():
@@ -138,8 +145,16 @@ class Segmenter:
             raise ValueError(f"{path} is a PyTorch checkpoint: export it first (dtp-export {path} "
                              f"--flavour portable), then open {path.with_suffix('.onnx')}")
         kind = resolve_backend(path, backend)
+        if kind != "openvino" and (precision or performance_hint):
+            raise ValueError("precision and performance_hint apply to backend='openvino' only "
+                             f"(the {kind} backend runs the graph's own precision)")
+        runner: OrtBackend | TrtBackend | OpenVinoBackend
         if kind == "ort":
-            runner: OrtBackend | TrtBackend = OrtBackend(path, device or "cpu", threads=threads)
+            runner = OrtBackend(path, device or "cpu", threads=threads)
+        elif kind == "openvino":
+            runner = OpenVinoBackend(path, device or "cpu", threads=threads,
+                                     precision=precision or "f32",
+                                     performance_hint=performance_hint or "latency")
         else:
             runner = TrtBackend(path, device or "cuda", plugin_lib=plugin_lib, metadata_path=metadata)
         meta = ModelMetadata.from_props(runner.props, str(path))

@@ -1,0 +1,79 @@
+"""INT8 post-training quantization of the portable graph, calibrated on the images that
+``dtp-calibrate`` uses (the same synthetic scenes and seed, or the same ``--data`` folder).
+
+Two quantizers, one per CPU backend: NNCF for OpenVINO (an OpenVINO IR ``.xml``, which the
+runtime opens with ``backend="openvino"``) and ONNX Runtime's static QDQ quantization (an
+``.onnx``). Both run the float graph on the calibration batches to collect activation ranges;
+the graph's token ops stay in float (they only move data), the exit thresholds are unchanged,
+so INT8 can change which tokens exit: measure it (``dtp-bench --precision int8``) before use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..data import SyntheticScenes
+from ..preprocess import to_tensor
+from .accuracy import resize_image
+
+CALIBRATION_SEED = 1234  # dtp-calibrate's synthetic scenes (see bench/cli.py _eval_data)
+
+
+def calibration_images(model, height: int, width: int, *, count: int = 32, dataset=None) -> np.ndarray:
+    """``(count, 3, height, width)`` float32 normalised images: ``dataset`` (resized) if given,
+    else the synthetic scenes ``dtp-calibrate`` calibrates on."""
+    cfg = model.config
+    if dataset is not None and len(dataset) > 0:
+        raw = np.stack([resize_image(dataset[i][0], height, width) for i in range(min(count, len(dataset)))])
+    else:
+        scenes = SyntheticScenes(count, height, width, seed=CALIBRATION_SEED)
+        raw = np.stack([scenes[i][0] for i in range(count)])
+    return to_tensor(raw, cfg.mean, cfg.std).numpy()
+
+
+def _batches(images: np.ndarray, batch: int) -> list[np.ndarray]:
+    """Calibration inputs of the graph's fixed batch (the last one wraps around)."""
+    n = max(1, len(images) // batch)
+    return [np.ascontiguousarray(images[(np.arange(batch) + j * batch) % len(images)]) for j in range(n)]
+
+
+def quantize_openvino(onnx_path: str | os.PathLike, output: str | os.PathLike, images: np.ndarray,
+                      batch: int) -> Path:
+    """NNCF INT8 (transformer preset: SmoothQuant, per-channel weights) -> OpenVINO IR at
+    ``output`` (``.xml`` + ``.bin``); the ONNX metadata travels in the IR's rt_info."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(os.fspath(onnx_path))
+    samples = _batches(images, batch)
+    quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
+                              model_type=nncf.ModelType.TRANSFORMER)
+    ov.save_model(quantized, os.fspath(output), compress_to_fp16=False)  # float parts stay f32
+    return Path(output)
+
+
+def quantize_onnxruntime(onnx_path: str | os.PathLike, output: str | os.PathLike, images: np.ndarray,
+                         batch: int) -> Path:
+    """ONNX Runtime static INT8 (QDQ, per-channel weights, MinMax ranges) of MatMul/Gemm/Conv
+    -> ``output`` (``.onnx``)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter({"images": b} for b in _batches(images, batch))
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(os.fspath(onnx_path), os.fspath(output), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["MatMul", "Gemm", "Conv"])
+    return Path(output)
