@@ -12,6 +12,7 @@ from .cli_common import (
     THRESHOLD,
     check_arch,
     fail,
+    head_heads_option,
     require_torch,
     verbosity_options,
     version_option,
@@ -30,9 +31,7 @@ from .cli_common import (
               help="Exit threshold of an auxiliary stage, in (0, 1]; repeat once per stage.")
 @click.option("--scenes", default=8, show_default=True, type=click.IntRange(min=0),
               help="Synthetic scenes to measure keep ratios on (0: skip the measurement).")
-@click.option("--head-heads", type=click.IntRange(min=1),
-              help="Attention heads of the decode heads, which weights cannot reveal "
-              "(default: the checkpoint's config, else the preset).")
+@head_heads_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @verbosity_options
 @version_option

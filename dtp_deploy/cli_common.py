@@ -126,6 +126,13 @@ def check_arch(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 # -- shared options -------------------------------------------------------------------------------
+#: ``--head-heads``: the decode heads' attention heads, which the weights cannot reveal.
+head_heads_option = click.option(
+    "--head-heads", type=click.IntRange(min=1),
+    help="Attention heads of the decode heads, which weights cannot reveal "
+         "(default: the checkpoint's config, else the preset).")
+
+
 def version_option(f: Callable) -> Callable:
     return click.version_option(__version__, "--version", package_name="dtp-deploy",
                                 message="%(prog)s (dtp-deploy) %(version)s")(f)

@@ -17,6 +17,7 @@ from dtp_deploy.cli_common import (
     THRESHOLD,
     check_arch,
     console,
+    head_heads_option,
     require_torch,
     verbosity_options,
     version_option,
@@ -82,9 +83,7 @@ def _print_report(report) -> None:
               help="Run the ONNX checker and compare ONNX Runtime with PyTorch.")
 @click.option("--arch", callback=check_arch,
               help="Preset name, for official checkpoints whose shapes are ambiguous.")
-@click.option("--head-heads", type=click.IntRange(min=1),
-              help="Attention heads of the decode heads, which weights cannot reveal "
-              "(default: the checkpoint's config, else the preset).")
+@head_heads_option
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON.")
 @verbosity_options
 @version_option

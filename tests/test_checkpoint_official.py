@@ -428,6 +428,15 @@ def test_dtp_info_shows_where_settings_came_from(dtop_b_file):
     assert bad.exit_code == 2 and "--head-heads 5" in bad.output
 
 
+def test_dtp_calibrate_passes_head_heads_to_the_loader(dtop_b_file, tmp_path):
+    from dtp_deploy.bench.cli import calibrate
+
+    bad = CliRunner().invoke(calibrate, [str(dtop_b_file), "--head-heads", "5", "--target-gmacs", "1",
+                                         "-o", str(tmp_path / "out.pth")])
+    assert bad.exit_code == 2 and "--head-heads 5" in bad.output
+    assert not (tmp_path / "out.pth").exists()
+
+
 def _export_no_flags(path):
     from exporters.cli import main as export
 

@@ -21,6 +21,7 @@ from ..cli_common import (
     THRESHOLDS,
     check_arch,
     fail,
+    head_heads_option,
     require_torch,
     verbosity_options,
     version_option,
@@ -89,9 +90,7 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.argument("models", nargs=-1)
 @click.option("--arch", callback=check_arch,
               help="Preset name, for official checkpoints whose shapes are ambiguous.")
-@click.option("--head-heads", type=click.IntRange(min=1),
-              help="Attention heads of the decode heads, which weights cannot reveal "
-              "(default: the checkpoint's config, else the preset).")
+@head_heads_option
 @click.option("--backend", "backends", multiple=True,
               type=click.Choice(["torch", "ort", "openvino", "trt", "all"]),
               help="Backend to time; repeat for several. Default: every one that can run here.")
@@ -268,6 +267,7 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
 @click.option("--scenes", default=32, show_default=True, type=click.IntRange(min=1),
               help="Synthetic scenes to calibrate on without --data.")
 @click.option("--size", help="Input size S or HxW (default: the trained size).")
+@head_heads_option
 @click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
               help="Accuracy protocol (see dtp-bench --help and docs/protocols.md).")
 @click.option("--grid", type=THRESHOLDS,
@@ -277,7 +277,7 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the search as JSON.")
 @verbosity_options
 @version_option
-def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, protocol, grid,
+def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, head_heads, protocol, grid,
               output, json_path, quiet, verbose):
     """Choose per-stage exit thresholds on a calibration set and save them into a copy of MODEL.
 
@@ -314,7 +314,7 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
         fail(err.message)
     console = Console(stderr=True)
     try:
-        [(label, net)] = load_models([model] if model else [], arch=arch)
+        [(label, net)] = load_models([model] if model else [], arch=arch, head_heads=head_heads)
         hw = hw or tuple(net.config.img_size)
         dataset = _eval_data(net, data, data_limit, scenes, hw)
         with console.status("calibrating") as status:
