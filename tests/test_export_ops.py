@@ -19,13 +19,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import given, settings
+from op_cases import (
+    EDGE_CASES,
+    assert_split_equal,
+    edge_inputs,
+    loop_kept_positions,
+    split_arrays,
+    split_from_positions,
+)
 from torch import nn
 
 import dtp_deploy.ops.library  # noqa: F401  (registers torch.ops.dtp.*)
-from hypothesis import given, settings
-from op_cases import (EDGE_CASES, assert_split_equal, edge_inputs, loop_kept_positions,
-                      split_arrays, split_from_positions)
-
 from dtp_deploy.ops import reference
 from exporters.lowering import token_split_plugin, token_split_portable, translation_table
 from exporters.ort_dtp_domain import create_session

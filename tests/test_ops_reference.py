@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
-from op_cases import (EDGE_CASES, assert_split_equal, edge_inputs, loop_kept_positions,
-                      split_arrays, split_from_positions)
+from op_cases import (
+    EDGE_CASES,
+    assert_split_equal,
+    edge_inputs,
+    loop_kept_positions,
+    split_arrays,
+    split_from_positions,
+)
 
 from dtp_deploy.ops import reference, token_reconstruct, token_split
 
