@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from test_export_model import SHALLOW
 
 from dtp_deploy.bench import (
     BenchOptions,
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def tiny():
     torch.manual_seed(0)
     # Low thresholds so that a random model prunes something.
-    model = build_model("dtop-vit-t", num_classes=2, img_size=(64, 64), thresholds=(0.3, 0.3)).eval()
+    model = build_model("dtop-vit-t", num_classes=2, img_size=(64, 64), thresholds=(0.3, 0.3),
+                        **SHALLOW).eval()  # shallow: quick ONNX exports, same three stages
     return model
 
 
@@ -140,6 +142,7 @@ def test_keep_schedule_forces_keep_ratios(tiny):
         schedule_thresholds(tiny, images, [0.5])
 
 
+@pytest.mark.slow  # two ONNX exports
 def test_keep_schedule_through_benchmark(tiny):
     options = BenchOptions(backends=["torch", "ort"], sizes=((128, 128),), iterations=2, warmup=0,
                            pool=2, keep_schedule=(0.6, 0.3))
