@@ -56,7 +56,8 @@ def _register_pyops() -> str:
     def split(tokens, confidence, label, index, **attrs):
         return numpy_ref.token_split(tokens, confidence, label, index,
                                      threshold=float(attrs["threshold"]),
-                                     context_topk=int(attrs["context_topk"]))
+                                     context_topk=int(attrs["context_topk"]),
+                                     num_classes=int(attrs["num_classes"]))
 
     def reconstruct(base, updates, index, **_attrs):
         return numpy_ref.token_reconstruct(base, updates, index)

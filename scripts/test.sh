@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The test command: builds the CUDA kernels when nvcc is present, then runs the test suite.
-# GPU and TensorRT tests skip with their reason on machines without them.
+# GPU and TensorRT tests skip with their reason on machines without them. Extra arguments go
+# to pytest, e.g. the quick loop while editing, without the built-in model's full exports:
+#   scripts/test.sh -m "not slow"
+#   scripts/test.sh tests/test_ops_reference.py -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then

@@ -113,13 +113,42 @@ def test_batch_holds_different_keep_counts():
 
 
 def test_stopped_tokens_are_frozen_and_predicted():
-    """A stopped token's feature is the one it had at its stop, and the final head still
-    predicts every token (scores are a distribution over classes everywhere)."""
+    """A stopped token reaches the final head with the feature it had at the stage where it
+    stopped, the others with a feature that went on changing; the final head predicts every
+    token. Features are captured with hooks; who stops where is worked out here from the
+    auxiliary heads' outputs and the stop rule."""
     model = make_model((0.5, 0.6))
     images = torch.randn(2, 3, 64, 96)
-    with torch.inference_mode():
-        scores, counts = model(images)
-    assert counts[:, 2].lt(24).all()
+    seen = {}
+
+    def keep(name):
+        return lambda module, args, out=None: seen.__setitem__(name, (args[0].clone(), out))
+
+    hooks = [head.register_forward_hook(keep(k)) for k, head in enumerate(model.aux_heads)]
+    hooks.append(model.final_norm.register_forward_pre_hook(keep("final")))
+    try:
+        with torch.inference_mode():
+            scores, counts = model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    final = seen["final"][0]  # (B, N, C): the grid tokens the decode head sees
+    n = final.shape[1]
+    stopped_at = torch.full((2, n), -1)
+    for k, threshold in enumerate(model.thresholds):
+        grid_features, logits = seen[k]  # (B, C, h, w) at the stage boundary, (B, K, h, w)
+        stops = (logits.softmax(dim=1).amax(dim=1).flatten(1) > threshold) & (stopped_at < 0)
+        stopped_at[stops] = k
+        for b in range(2):
+            rows = stops[b].nonzero().flatten()
+            torch.testing.assert_close(final[b, rows], grid_features[b].flatten(1).T[rows],
+                                       rtol=0, atol=0)
+        assert counts[:, k + 1].tolist() == (stopped_at < 0).sum(dim=1).tolist()
+    assert ((stopped_at >= 0).sum(dim=1) > 0).all(), "the case needs stopped tokens"
+    assert (stopped_at == 1).any(), "and tokens that stop at the second stage"
+    moving = stopped_at < 0
+    first = seen[0][0].flatten(2).transpose(1, 2)
+    assert (final[moving] != first[moving]).any(dim=-1).all(), "active tokens go on changing"
     torch.testing.assert_close(scores.sum(dim=1), torch.ones(2, 4, 6))
 
 

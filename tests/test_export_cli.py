@@ -102,6 +102,7 @@ def test_failed_check_exits_1(checkpoint, monkeypatch):
     assert result.exit_code == 1 and "differ" in result.output
 
 
+@pytest.mark.slow  # the export path itself is covered by test_export_model
 def test_real_export_with_the_checkpoints_own_config(checkpoint):
     result = CliRunner().invoke(main, [str(checkpoint), "--flavour", "portable", "--json"])
     assert result.exit_code == 0, result.output

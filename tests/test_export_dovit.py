@@ -36,22 +36,23 @@ def random_dovit():
 
 
 @functools.cache
-def exported(tmp_dir, flavour, thresholds):
-    path = tmp_dir / f"dovit-{flavour}-{'-'.join(map(str, thresholds))}.onnx"
-    report = export_onnx(random_dovit(), path, flavour=flavour, thresholds=list(thresholds),
-                         dynamic_batch=True, dynamic_shape=True, check=False, progress=False)
+def exported(cache, flavour, thresholds, dynamic=True):
+    """The random DoViT's graph, exported once per test run (``export_cache`` in conftest);
+    static (batch 3 at ``SIZE``) where a test feeds one shape only."""
+    def export(path):
+        return export_onnx(random_dovit(), path, flavour=flavour, thresholds=list(thresholds),
+                           dynamic_batch=dynamic, dynamic_shape=dynamic, batch=3, check=False,
+                           progress=False)
+
+    key = f"dovit-shallow-{flavour}-{'-'.join(map(str, thresholds))}-{dynamic}"
+    path, report = cache(key, export)
     runnable = flavour == "portable" or pyops_available()
     return path, report, create_session(path) if runnable else None
 
 
-@pytest.fixture(scope="module")
-def tmp_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("dovit-onnx")
-
-
 @pytest.mark.parametrize("flavour", ["plugin", "portable"])
-def test_graph_matches_pytorch_with_different_keep_counts(tmp_dir, flavour):
-    path, report, session = exported(tmp_dir, flavour, tuple(MIXED))
+def test_graph_matches_pytorch_with_different_keep_counts(export_cache, flavour):
+    path, report, session = exported(export_cache, flavour, tuple(MIXED))
     # One split per auxiliary stage; a reconstruction before each of the 3 heads and, for the
     # class-token update (agg_rate), one after each split.
     assert report.dtp_nodes == ({"TokenSplit": 2, "TokenReconstruct": 3 + 2} if flavour == "plugin"
@@ -71,8 +72,8 @@ def test_graph_matches_pytorch_with_different_keep_counts(tmp_dir, flavour):
 
 @pytest.mark.parametrize("flavour, thresholds", [("plugin", (2.0, 2.0)), ("portable", (-1.0, -1.0))],
                          ids=["plugin-nothing-stops", "portable-everything-stops"])
-def test_extreme_thresholds(tmp_dir, flavour, thresholds):
-    _, _, session = exported(tmp_dir, flavour, thresholds)
+def test_extreme_thresholds(export_cache, flavour, thresholds):
+    _, _, session = exported(export_cache, flavour, thresholds, dynamic=False)
     x = images(3, *SIZE, seed=1)
     scores, counts = run(session, x)
     want_scores, want_counts = torch_outputs(random_dovit(), list(thresholds), x)
@@ -82,14 +83,14 @@ def test_extreme_thresholds(tmp_dir, flavour, thresholds):
     assert (counts[:, 1:] == (n if thresholds[0] > 1 else 0)).all()
 
 
-def test_runtime_runs_dovit_unchanged(tmp_dir):
+def test_runtime_runs_dovit_unchanged(export_cache):
     """The runtime reads a DoViT graph's metadata like any other and agrees with PyTorch."""
     from dtp_deploy.data.synthetic import SyntheticScenes
     from dtp_deploy.runtime import Segmenter
 
     if not pyops_available():
         pytest.skip(NEEDS_PYOPS)
-    path, _, _ = exported(tmp_dir, "plugin", tuple(MIXED))
+    path, _, _ = exported(export_cache, "plugin", tuple(MIXED))
     seg = Segmenter.open(path)
     assert seg.metadata.method == "dovit"
     image, _ = SyntheticScenes(1, *SIZE, seed=4)[0]
@@ -103,6 +104,7 @@ def test_runtime_runs_dovit_unchanged(tmp_dir):
     assert result.keep_ratio == pytest.approx(tuple(counts[0] / counts[0, 0]))
 
 
+@pytest.mark.slow
 def test_builtin_dovit_exports_and_checks(tmp_path):
     from dtp_deploy.builtin import load_builtin_model
 

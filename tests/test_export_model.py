@@ -4,7 +4,8 @@ Each graph is exported once per module (an export takes 10-20 s on two cores) an
 several inputs: batch 1 and batch 3 with a different keep count per image, the trained
 non-square size and other sizes (dynamic graphs), and thresholds where nothing or everything
 exits. The random model is a shallow dtop-vit-t (3 blocks, width 64) to keep exports quick;
-the built-in dtop-vit-t is exported as shipped. Crossed flavour/threshold cases are ``slow``.
+the built-in dtop-vit-t is exported as shipped (``slow``). Graphs come from the run-wide
+``export_cache`` (conftest), so a configuration is exported once whichever test asks first.
 """
 
 import copy
@@ -52,18 +53,17 @@ def torch_outputs(model, thresholds, x):
 
 
 @functools.cache
-def exported(tmp_dir, flavour, threshold, fp16=False, dynamic=False, batch=3):
-    path = tmp_dir / f"{flavour}-{threshold}-{fp16}-{dynamic}-{batch}.onnx"
-    report = export_onnx(random_model(), path, flavour=flavour, thresholds=[threshold] * 2,
-                         fp16=fp16, dynamic_batch=dynamic, dynamic_shape=dynamic, batch=batch,
-                         check=False, progress=False)
+def exported(cache, flavour, threshold, fp16=False, dynamic=False, batch=3):
+    """The random model's graph for one configuration, exported once per test run
+    (``export_cache`` in conftest), and a session on it."""
+    def export(path):
+        return export_onnx(random_model(), path, flavour=flavour, thresholds=[threshold] * 2,
+                           fp16=fp16, dynamic_batch=dynamic, dynamic_shape=dynamic, batch=batch,
+                           check=False, progress=False)
+
+    path, report = cache(f"dtop-shallow-{flavour}-{threshold}-{fp16}-{dynamic}-{batch}", export)
     runnable = flavour == "portable" or pyops_available()
     return path, report, create_session(path) if runnable else None
-
-
-@pytest.fixture(scope="module")
-def tmp_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx")
 
 
 def run(session, x, fp16=False):
@@ -77,8 +77,8 @@ def run(session, x, fp16=False):
                          [(1, *SIZE), (3, *SIZE), (3, 160, 160), (2, 96, 224)],
                          ids=["b1-128x192", "b3-128x192", "b3-160x160", "b2-96x224"])
 @pytest.mark.parametrize("flavour", ["plugin", "portable"])
-def test_dynamic_graph_matches_pytorch(tmp_dir, flavour, batch, height, width):
-    _, report, session = exported(tmp_dir, flavour, THRESHOLD, dynamic=True)
+def test_dynamic_graph_matches_pytorch(export_cache, flavour, batch, height, width):
+    _, report, session = exported(export_cache, flavour, THRESHOLD, dynamic=True)
     assert report.input_shape[0] == "batch" and isinstance(report.input_shape[2], str)
     x = images(batch, height, width)
     scores, counts = run(session, x)
@@ -90,15 +90,12 @@ def test_dynamic_graph_matches_pytorch(tmp_dir, flavour, batch, height, width):
         assert len(set(counts[:, 1].tolist())) == 3 and (counts[:, -1] < counts[:, 0]).all()
 
 
-# fp32 plugin with nothing exiting is covered in FP16 by test_fp16_graph.
-@pytest.mark.parametrize("flavour, threshold", [
-    ("portable", -1.0),
-    pytest.param("plugin", 2.0, marks=pytest.mark.slow),
-    pytest.param("plugin", -1.0, marks=pytest.mark.slow),
-    pytest.param("portable", 2.0, marks=pytest.mark.slow)],
-    ids=["portable-all-exit", "plugin-none-exit", "plugin-all-exit", "portable-none-exit"])
-def test_extreme_thresholds(tmp_dir, flavour, threshold):
-    _, report, session = exported(tmp_dir, flavour, threshold)
+# Only the all-exit portable graph: the DToP context rule alone carries tokens on. Nothing
+# exiting is covered in FP16 by test_fp16_graph (plugin), M = 0 / M = N in both flavours by
+# test_export_ops, and the everything-stops model graph by test_export_dovit.
+@pytest.mark.parametrize("flavour, threshold", [("portable", -1.0)], ids=["portable-all-exit"])
+def test_extreme_thresholds(export_cache, flavour, threshold):
+    _, report, session = exported(export_cache, flavour, threshold)
     x = images(3, *SIZE, seed=1)
     scores, counts = run(session, x)
     want_scores, want_counts = torch_outputs(random_model(), [threshold] * 2, x)
@@ -111,9 +108,11 @@ def test_extreme_thresholds(tmp_dir, flavour, threshold):
         assert (counts[:, 1:] <= 5 * 5).all()
 
 
-@pytest.mark.parametrize("flavour", ["plugin", pytest.param("portable", marks=pytest.mark.slow)])
-def test_fp16_graph(tmp_dir, flavour):
-    path, report, session = exported(tmp_dir, flavour, 2.0, fp16=True)
+# The portable flavour's FP16 rows are covered by test_export_ops.test_fp16_rows; the FP16
+# conversion of the rest of the graph does not depend on the flavour.
+@pytest.mark.parametrize("flavour", ["plugin"])
+def test_fp16_graph(export_cache, flavour):
+    path, report, session = exported(export_cache, flavour, 2.0, fp16=True)
     proto = onnx.load(path, load_external_data=False)
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     outputs = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
@@ -126,8 +125,8 @@ def test_fp16_graph(tmp_dir, flavour):
     assert report.metadata["precision"] == "fp16"
 
 
-def test_plugin_graph_nodes_and_metadata(tmp_dir):
-    path, report, _ = exported(tmp_dir, "plugin", 2.0, fp16=True)
+def test_plugin_graph_nodes_and_metadata(export_cache):
+    path, report, _ = exported(export_cache, "plugin", 2.0, fp16=True)
     proto = onnx.load(path)
     assert count_dtp_nodes(proto) == {"TokenSplit": 2, "TokenReconstruct": 3} == report.dtp_nodes
     thresholds = [a.f for n in proto.graph.node if n.op_type == "TokenSplit" for a in n.attribute
@@ -159,6 +158,7 @@ def test_dense_and_argmax(tmp_path):
     assert ModelMetadata.from_props({p.key: p.value for p in onnx.load(path).metadata_props}).dense
 
 
+@pytest.mark.slow
 def test_builtin_model_exports_and_checks(tmp_path):
     from dtp_deploy.builtin import load_builtin_model
 

@@ -1,8 +1,11 @@
-"""The two token ops exported alone, in both flavours, against the torch reference.
+"""The two token ops exported alone, in both flavours, against the torch reference, the
+hand-worked edge table and the per-token loop of ``op_cases``.
 
 Portable graphs run in plain ONNX Runtime; plugin graphs through the CPU test domain
-(``exporters.ort_dtp_domain``). One graph per (flavour, threshold, context_topk, dtype), with
-symbolic batch and token count, serves every input case.
+(``exporters.ort_dtp_domain``). ``exported`` runs the whole ``torch.onnx.export`` path (symbolic
+batch and token count) once per configuration; ``split_graph`` records just the split with the
+exporter's own recorder, cheap enough to build one graph per attribute set that the edge table
+and Hypothesis need.
 """
 
 import functools
@@ -16,21 +19,29 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import given, settings
+from op_cases import (
+    EDGE_CASES,
+    assert_split_equal,
+    edge_inputs,
+    loop_kept_positions,
+    split_arrays,
+    split_from_positions,
+)
 from torch import nn
 
 import dtp_deploy.ops.library  # noqa: F401  (registers torch.ops.dtp.*)
 from dtp_deploy.ops import reference
-from exporters.lowering import translation_table
+from exporters.lowering import token_split_plugin, token_split_portable, translation_table
 from exporters.ort_dtp_domain import create_session
 from exporters.schemas import DTP_DOMAIN, register_dtp_schemas
 
 NUM_CLASSES = 4
 INPUT_NAMES = ["tokens", "confidence", "label", "index", "base"]
-# (threshold, context_topk): partial split, DToP's context rule, M = 0, M = N, context only.
-CONFIGS = {
-    "half": (0.5, 0), "context5": (0.5, 5), "all-exit": (-1.0, 0), "none-exit": (2.0, 0),
-    "context-only": (-1.0, 2),
-}
+# (threshold, context_topk) of the fully exported graphs: DToP's context rule and M = 0 (M = N
+# goes through whole-model exports with nothing exiting). The keep rule's other edges are
+# covered per attribute set by ``split_graph`` below.
+CONFIGS = {"context5": (0.5, 5), "all-exit": (-1.0, 0)}
 
 
 class SplitReconstruct(nn.Module):
@@ -118,15 +129,75 @@ def test_ops_match_reference(flavour, config, case):
     width = want[1].shape[1]
     if config == "all-exit":
         assert width == 0
-    if config == "none-exit":
-        assert width == inputs[0].shape[1] or (inputs[3] < 0).any()
 
 
 def test_batch_case_really_has_different_counts():
     inputs = make_inputs(**CASES["batch3-different-counts"])
-    _, kept_index, _ = expected("half", inputs)
+    _, kept_index, _ = expected("context5", inputs)
     counts = (kept_index >= 0).sum(dim=1)
     assert len(set(counts.tolist())) == 3 and 0 < counts.min()
+
+
+_SPLITS = {"plugin": token_split_plugin, "portable": token_split_portable}
+
+
+@functools.cache
+def split_graph(flavour: str, threshold: float, topk: int, num_classes: int,
+                dtype: str = "float32", opset: int = 18) -> ort.InferenceSession:
+    """A session over one split node lowered for ``flavour``, recorded by the same tracer that
+    ``torch.onnx.export`` calls the lowering with (no torch.export round, which costs seconds)."""
+    import onnx_ir as ir
+    import onnxscript
+    from onnxscript.values import Opset
+    from torch.onnx._internal.exporter import _building, _tensors
+
+    register_dtp_schemas()  # onnxscript looks the dtp ops up in onnx's schema registry
+    default = Opset("", opset)
+    tracer = _building.OpRecorder(default, {})
+    specs = [("tokens", ir.DataType.from_numpy(np.dtype(dtype)), ["B", "N", "C"]),
+             ("confidence", ir.DataType.FLOAT, ["B", "N"]),
+             ("label", ir.DataType.INT32, ["B", "N"]), ("index", ir.DataType.INT32, ["B", "N"])]
+    inputs = [_tensors.SymbolicTensor(default, name=name, shape=ir.Shape(shape),
+                                      type=ir.TensorType(kind)) for name, kind, shape in specs]
+    with onnxscript.evaluator.default_as(tracer):
+        outputs = _SPLITS[flavour](*inputs, threshold, topk, num_classes)
+    for value, name in zip(outputs, ["kept_tokens", "kept_index"]):
+        value.name = name
+    graph = ir.Graph(inputs, outputs, nodes=tracer.nodes,
+                     opset_imports={"": opset, DTP_DOMAIN: 1})
+    proto = ir.serde.serialize_model(ir.Model(graph, ir_version=10))
+    if flavour == "portable":
+        return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    pytest.importorskip("onnxruntime_extensions", reason="plugin graphs run on the CPU "
+                        "through onnxruntime-extensions PyOps")
+    return create_session(proto)
+
+
+def _run_split(flavour, threshold, topk, num_classes, tokens, confidence, label, index):
+    session = split_graph(flavour, threshold, topk, num_classes, str(tokens.dtype))
+    return session.run(None, {"tokens": tokens, "confidence": confidence, "label": label,
+                              "index": index})
+
+
+@pytest.mark.parametrize("name", list(EDGE_CASES))
+@pytest.mark.parametrize("flavour", ["plugin", "portable"])
+def test_split_edge_cases(flavour, name):
+    case = EDGE_CASES[name]
+    tokens, confidence, label, index = edge_inputs(case)
+    got = _run_split(flavour, case.threshold, case.topk, case.num_classes,
+                     tokens, confidence, label, index)
+    assert_split_equal(*got, *split_from_positions(tokens, index, case.kept))
+
+
+@settings(max_examples=120, deadline=None)
+@given(split_arrays(thresholds=(0.0, 0.5, 0.9), topks=(0, 1, 3))
+       | split_arrays(thresholds=(0.5,), topks=(2,), dtype=np.float16))
+def test_portable_split_matches_loop(case):
+    tokens, confidence, label, index, threshold, topk, k = case
+    got = _run_split("portable", threshold, topk, k, tokens, confidence, label, index)
+    want = split_from_positions(tokens, index, loop_kept_positions(confidence, label, index,
+                                                                   threshold, topk, k))
+    assert_split_equal(*got, *want)
 
 
 @pytest.mark.parametrize("flavour", ["plugin", "portable"])
@@ -179,7 +250,6 @@ def test_portable_graph_is_standard_onnx(config):
     proto = exported("portable", config)
     assert all(n.domain in ("", "ai.onnx") for n in proto.graph.node)
     assert all(o.domain in ("", "ai.onnx") for o in proto.opset_import)
-    assert not any(n.op_type == "TopK" for n in proto.graph.node)
 
 
 def test_checker_and_strict_shape_inference_in_a_fresh_process(tmp_path):

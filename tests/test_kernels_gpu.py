@@ -1,11 +1,22 @@
-"""CUDA token kernels (built as a torch extension) against dtp_deploy.ops.reference."""
+"""CUDA token kernels (built as a torch extension) against dtp_deploy.ops.reference, and against
+the hand-worked edge table and the per-token loop of ``op_cases``."""
 
 from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from op_cases import (
+    EDGE_CASES,
+    assert_split_equal,
+    edge_inputs,
+    loop_kept_positions,
+    split_arrays,
+    split_from_positions,
+)
 
 from dtp_deploy.ops.reference import token_reconstruct, token_split
 
@@ -102,3 +113,68 @@ def test_split_then_reconstruct_roundtrip(ext):
     valid = kept_index >= 0
     keep.scatter_(1, kept_index.clamp(min=0).long(), valid)
     torch.testing.assert_close(out, tokens * keep[..., None].to(tokens.dtype), rtol=0, atol=0)
+
+
+def _cuda(*arrays):
+    return [torch.from_numpy(np.ascontiguousarray(a)).cuda() for a in arrays]
+
+
+@pytest.mark.parametrize("name", list(EDGE_CASES))
+def test_split_edge_cases(ext, name):
+    case = EDGE_CASES[name]
+    tokens, confidence, label, index = edge_inputs(case)
+    got_tokens, got_index, counts = ext.token_split(*_cuda(tokens, confidence, label, index),
+                                                    case.threshold, case.topk, case.num_classes)
+    assert_split_equal(got_tokens.cpu(), got_index.cpu(), *split_from_positions(tokens, index, case.kept))
+    assert counts.cpu().tolist() == [len(row) for row in case.kept]
+
+
+@settings(max_examples=150, deadline=None)
+@given(split_arrays(max_tokens=40) | split_arrays(max_tokens=40, dtype=np.float16))
+def test_split_matches_loop(ext, case):
+    tokens, confidence, label, index, threshold, topk, k = case
+    got_tokens, got_index, _ = ext.token_split(*_cuda(tokens, confidence, label, index),
+                                               threshold, topk, k)
+    want = split_from_positions(tokens, index, loop_kept_positions(confidence, label, index,
+                                                                   threshold, topk, k))
+    assert_split_equal(got_tokens.cpu(), got_index.cpu(), *want)
+
+
+def _edge_inputs(rng, b, n, c, threshold, num_classes, dtype):
+    """Batch ``b`` with a different confident share per image, and the contract's edges mixed
+    in: confidences equal to the threshold, NaN, +-inf, exact ties, out-of-range labels."""
+    share = np.linspace(0.3, 0.95, b)[:, None]
+    confidence = np.where(rng.random((b, n)) < share, rng.uniform(threshold, 1.0, (b, n)),
+                          rng.uniform(0.0, threshold, (b, n)))
+    confidence = (np.round(confidence * 16) / 16).astype(np.float32)  # ties, some at threshold
+    edges = np.array([threshold, np.nan, np.inf, -np.inf], np.float32)
+    pick = rng.random((b, n)) < 0.05
+    confidence[pick] = rng.choice(edges, int(pick.sum()))
+    label = rng.integers(0, num_classes, (b, n)).astype(np.int32)
+    out_of_range = rng.random((b, n)) < 0.02
+    label[out_of_range] = rng.choice([-1, num_classes], int(out_of_range.sum()))
+    tokens = rng.standard_normal((b, n, c)).astype(dtype)
+    return tokens, confidence, label
+
+
+def test_two_splits_chained_batch3(ext):
+    """The exported graphs' chain: the second split takes the first one's padded output (its
+    kept_index as index) with new confidences; batch 3 keeps a different count per image."""
+    rng = np.random.default_rng(0)
+    b, n, c, k = 3, 1024, 384, 150
+    tokens, confidence, label = _edge_inputs(rng, b, n, c, 0.5, k, np.float16)
+    index = np.tile(np.arange(n, dtype=np.int32), (b, 1))
+    kept1 = loop_kept_positions(confidence, label, index, 0.5, 5, k)
+    want_tokens1, want_index1 = split_from_positions(tokens, index, kept1)
+    assert len({len(row) for row in kept1}) == 3, "images must keep different counts"
+    got_tokens1, got_index1, _ = ext.token_split(*_cuda(tokens, confidence, label, index), 0.5, 5, k)
+    assert_split_equal(got_tokens1.cpu(), got_index1.cpu(), want_tokens1, want_index1)
+
+    _, confidence2, label2 = _edge_inputs(rng, b, want_index1.shape[1], c, 0.75, k, np.float16)
+    kept2 = loop_kept_positions(confidence2, label2, want_index1, 0.75, 5, k)
+    got_tokens2, got_index2, _ = ext.token_split(got_tokens1, *_cuda(confidence2, label2),
+                                                 got_index1, 0.75, 5, k)
+    assert_split_equal(got_tokens2.cpu(), got_index2.cpu(),
+                       *split_from_positions(want_tokens1, want_index1, kept2))
+    # kept_index is still a position of the original grid.
+    assert set(got_index2.cpu().numpy().ravel()) - {-1} <= set(range(n))

@@ -1,8 +1,9 @@
 """The runtime on models exported with ``export_onnx``, against the PyTorch model.
 
 Exports take tens of seconds, so each exported graph is cached under ``build/test-models``,
-keyed by a hash of the weights, the model and exporter sources and the export arguments: the
-first run exports, later runs reuse the file until any of those change.
+keyed by a hash of the weights, the model's config, the model and exporter sources and the
+export arguments: the first run exports, later runs reuse the file until any of those change.
+The built-in model's tests are ``slow`` (a full-size export); the random model is shallow.
 """
 
 import hashlib
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_export_model import SHALLOW
 
 from dtp_deploy.builtin import builtin_checkpoint_path, load_builtin_model
 from dtp_deploy.data.synthetic import SyntheticScenes
@@ -42,17 +44,19 @@ def exported_model(name: str, model_fn, **kwargs) -> Path:
     from exporters import export_onnx
 
     weights = builtin_checkpoint_path().read_bytes() if name == "builtin" else b""
-    key = _source_hash(name, repr(sorted(kwargs.items())), hashlib.sha256(weights).hexdigest())
+    model = model_fn()
+    key = _source_hash(name, repr(model.config), repr(sorted(kwargs.items())),
+                       hashlib.sha256(weights).hexdigest())
     path = CACHE / f"{name}-{key}.onnx"
     if not path.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
-        export_onnx(model_fn(), path, check=False, progress=False, **kwargs)
+        export_onnx(model, path, check=False, progress=False, **kwargs)
     return path
 
 
 def random_model():
-    torch.manual_seed(0)
-    return build_model("dtop-vit-t", num_classes=5, img_size=(128, 192)).eval()
+    torch.manual_seed(0)  # shallow: the runtime path does not depend on depth
+    return build_model("dtop-vit-t", num_classes=5, img_size=(128, 192), **SHALLOW).eval()
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,7 @@ def torch_prediction(model, image, thresholds=None):
     return full.argmax(1)[0].numpy(), tuple(keep[0].numpy() / tokens)
 
 
+@pytest.mark.slow
 def test_builtin_matches_pytorch(builtin_onnx):
     seg = Segmenter.open(builtin_onnx)
     assert seg.metadata.arch == "dtop-vit-t" and seg.input_size == (192, 192)
@@ -94,6 +99,7 @@ def test_builtin_matches_pytorch(builtin_onnx):
         np.testing.assert_array_equal(slide.labels, whole.labels)
 
 
+@pytest.mark.slow
 def test_builtin_slides_over_a_larger_frame(builtin_onnx):
     seg = Segmenter.open(builtin_onnx)
     image, mask = SyntheticScenes(1, 256, 512, seed=9)[0]
@@ -138,6 +144,7 @@ def code_block(language: str) -> str:
     return text[start:text.index("```", start)]
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(builtin_onnx, tmp_path, monkeypatch, capsys):
     """The README's Python embedding example, as written, on the exported built-in model."""
     (tmp_path / "dtop-vit-t.onnx").symlink_to(builtin_onnx)

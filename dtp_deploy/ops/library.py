@@ -64,7 +64,7 @@ token_reconstruct_op.register_autograd(_reconstruct_backward, setup_context=_rec
 
 def token_split(
     tokens: Tensor, confidence: Tensor, label: Tensor, index: Tensor, *,
-    threshold: float, context_topk: int = 0, num_classes: int = 0,
+    threshold: float, context_topk: int = 0, num_classes: int,
 ) -> tuple[Tensor, Tensor]:
     """``torch.ops.dtp.token_split``; see :func:`dtp_deploy.ops.reference.token_split`."""
     return token_split_op(tokens, confidence, label, index,

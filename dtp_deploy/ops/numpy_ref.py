@@ -14,8 +14,8 @@ __all__ = ["keep_mask", "token_split", "token_reconstruct"]
 
 
 def _rank_within_label(confidence: np.ndarray, label: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``(B, N)`` int64: rank of each token among the valid tokens of its label, most confident
-    first, equal confidence ordered by lower position. Ranks of padding tokens are meaningless."""
+    """``(B, N)`` int64: rank of each token among the ``valid`` tokens of its label, most
+    confident first, equal confidence ordered by lower position. Other ranks are meaningless."""
     b, n = confidence.shape
     # Padding gets a group of its own after every real label, so it never outranks a token.
     group = np.where(valid, label.astype(np.int64), np.iinfo(np.int64).max)
@@ -32,16 +32,25 @@ def _rank_within_label(confidence: np.ndarray, label: np.ndarray, valid: np.ndar
 
 
 def keep_mask(confidence: np.ndarray, label: np.ndarray, index: np.ndarray, *,
-              threshold: float, context_topk: int = 0) -> np.ndarray:
+              threshold: float, context_topk: int = 0, num_classes: int | None = None
+              ) -> np.ndarray:
     """Which tokens stay: ``(B, N), (B, N), (B, N) -> (B, N) bool``.
 
-    Kept iff ``index >= 0`` and (``confidence <= threshold`` or among the ``context_topk``
-    most confident valid tokens of its label in its image; ties: lower position first).
+    Kept iff ``index >= 0`` and (confidence not above ``threshold`` or among the
+    ``context_topk`` most confident valid tokens of its label in its image; ties: lower position
+    first). NaN is not confident and takes no context slot, nor does a label outside
+    ``[0, num_classes)`` (``None``: only negative labels).
     """
+    confidence, label = np.asarray(confidence), np.asarray(label)
     valid = np.asarray(index) >= 0
-    keep = valid & (np.asarray(confidence) <= np.float32(threshold))
+    with np.errstate(invalid="ignore"):
+        # "not above" rather than "<=": NaN compares false both ways and must stay.
+        keep = valid & ~(confidence > np.float32(threshold))
     if context_topk > 0 and keep.size:
-        keep |= valid & (_rank_within_label(confidence, label, valid) < context_topk)
+        eligible = valid & ~np.isnan(confidence) & (label >= 0)
+        if num_classes is not None:
+            eligible &= label < num_classes
+        keep |= eligible & (_rank_within_label(confidence, label, eligible) < context_topk)
     return keep
 
 
@@ -51,8 +60,7 @@ def token_split(tokens: np.ndarray, confidence: np.ndarray, label: np.ndarray, i
     """``(B, N, C), (B, N), (B, N), (B, N) -> (B, M, C), (B, M) int32``.
 
     Kept rows in their original relative order, zero rows and ``-1`` indices as padding;
-    ``M`` is the largest kept count in the batch, possibly 0. ``num_classes`` is accepted for
-    signature parity with the op and not needed here.
+    ``M`` is the largest kept count in the batch, possibly 0.
     """
     tokens, index = np.asarray(tokens), np.asarray(index)
     if tokens.ndim != 3 or np.shape(confidence) != tokens.shape[:2]:
@@ -61,7 +69,8 @@ def token_split(tokens: np.ndarray, confidence: np.ndarray, label: np.ndarray, i
     if np.shape(label) != tokens.shape[:2] or index.shape != tokens.shape[:2]:
         raise ValueError(f"token_split: label {np.shape(label)} and index {index.shape} must "
                          f"both be (B, N) = {tokens.shape[:2]}")
-    keep = keep_mask(confidence, label, index, threshold=threshold, context_topk=context_topk)
+    keep = keep_mask(confidence, label, index, threshold=threshold, context_topk=context_topk,
+                     num_classes=num_classes)
     b, n, c = tokens.shape
     width = int(keep.sum(axis=1).max()) if keep.size else 0
     # Stable compaction: a stable argsort of "dropped?" lists kept positions first, in order.

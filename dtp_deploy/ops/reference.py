@@ -15,9 +15,9 @@ __all__ = ["keep_mask", "token_split", "token_reconstruct"]
 
 
 def _rank_within_label(confidence: Tensor, label: Tensor, valid: Tensor) -> Tensor:
-    """Rank of every token among the valid tokens of its label, most confident first.
+    """Rank of every token among the ``valid`` tokens of its label, most confident first.
 
-    Ties are broken by the lower position. Ranks of invalid tokens are meaningless.
+    Ties are broken by the lower position. Ranks of the other tokens are meaningless.
     Two stable sorts (confidence descending, then label) order each label group by
     (confidence desc, position asc) without an O(N^2) comparison.
     """
@@ -40,18 +40,25 @@ def _rank_within_label(confidence: Tensor, label: Tensor, valid: Tensor) -> Tens
 
 
 def keep_mask(
-    confidence: Tensor, label: Tensor, index: Tensor, *, threshold: float, context_topk: int = 0
+    confidence: Tensor, label: Tensor, index: Tensor, *, threshold: float, context_topk: int = 0,
+    num_classes: int | None = None,
 ) -> Tensor:
     """Which tokens stay in the encoder: ``(B, N), (B, N), (B, N) -> (B, N) bool``.
 
-    A token is kept iff it is not padding (``index >= 0``) and either its confidence is at most
-    ``threshold`` or it is among the ``context_topk`` most confident tokens predicted as its
-    label in its image (ties: lower position first).
+    A token is kept iff it is not padding (``index >= 0``) and either its confidence is not
+    above ``threshold`` or it is among the ``context_topk`` most confident tokens predicted as
+    its label in its image (ties: lower position first). Edges (DESIGN.md section 2): equality
+    with the threshold stays; NaN is *not confident* (kept) and takes no context slot; a label
+    outside ``[0, num_classes)`` takes no context slot (``None``: only negative labels).
     """
     valid = index >= 0
-    keep = valid & (confidence <= threshold)
+    # "not above" rather than "<=": NaN compares false both ways and must stay.
+    keep = valid & ~(confidence > threshold)
     if context_topk > 0:
-        keep |= valid & (_rank_within_label(confidence, label, valid) < context_topk)
+        eligible = valid & ~torch.isnan(confidence) & (label >= 0)
+        if num_classes is not None:
+            eligible &= label < num_classes
+        keep |= eligible & (_rank_within_label(confidence, label, eligible) < context_topk)
     return keep
 
 
@@ -74,8 +81,8 @@ def token_split(
         index: each token's original grid position (int32), ``-1`` for padding.
         threshold: tokens above it exit, except the context tokens.
         context_topk: how many of the most confident tokens per predicted class stay (0 = none).
-        num_classes: number of classes; when given, labels of valid tokens must lie in
-            ``[0, num_classes)`` (the CUDA kernel counts per class).
+        num_classes: number of classes; a token whose label lies outside ``[0, num_classes)``
+            takes no context slot (``None``: no upper bound).
 
     Returns:
         ``kept_tokens`` with the kept rows in their original relative order and zero padding
@@ -88,7 +95,8 @@ def token_split(
     if label.shape != confidence.shape or index.shape != confidence.shape:
         raise ValueError(f"token_split: label {tuple(label.shape)} and index "
                          f"{tuple(index.shape)} must both be (B, N) = {tuple(confidence.shape)}")
-    keep = keep_mask(confidence, label, index, threshold=threshold, context_topk=context_topk)
+    keep = keep_mask(confidence, label, index, threshold=threshold, context_topk=context_topk,
+                     num_classes=num_classes)
     # Stable compaction: a stable sort of "dropped?" puts kept tokens first, in order.
     order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
     width = int(keep.sum(dim=1).max()) if keep.numel() else 0  # the one host sync: M

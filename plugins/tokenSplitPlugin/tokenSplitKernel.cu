@@ -55,14 +55,10 @@ WorkspaceLayout workspaceLayout(int32_t batch, int32_t numTokens, int32_t numCla
     return layout;
 }
 
-//! Monotone map of a confidence to an unsigned key. NaN is the largest (torch.sort puts NaN first
-//! when sorting descending) and -0.0 equals +0.0 (sorts compare values, not bits).
+//! Monotone map of a confidence to an unsigned key; -0.0 equals +0.0 (the contract compares
+//! values, not bits). Only confident tokens get a key, so never NaN.
 __device__ __forceinline__ uint32_t confidenceKey(float c)
 {
-    if (isnan(c))
-    {
-        return 0xFFFFFFFFU;
-    }
     uint32_t const bits = __float_as_uint(c == 0.F ? 0.F : c);
     return (bits & 0x80000000U) ? ~bits : (bits | 0x80000000U);
 }
@@ -126,16 +122,18 @@ __global__ void __launch_bounds__(kRANK_THREADS) rankCompactKernel(float const* 
     }
     __syncthreads();
 
-    // Threshold rule. Only confident tokens compete for context slots: anything that outranks a
-    // confident token is itself confident, so the low-confidence ones never change a rank that
-    // matters.
+    // Threshold rule (DESIGN.md section 2): "not above", so equality and NaN stay. Only confident
+    // tokens compete for context slots: anything that outranks a confident token is itself
+    // confident, so the others (NaN included, which takes no slot) never change a rank that
+    // matters. A label outside [0, numClasses) takes no slot.
     bool anyCandidate = false;
     for (int32_t n = tid; n < numTokens; n += blockDim.x)
     {
         uint8_t s = kDROP;
         if (index[n] >= 0)
         {
-            if (confidence[n] <= threshold)
+            float const c = confidence[n];
+            if (!(c > threshold))
             {
                 s = kKEEP;
             }
