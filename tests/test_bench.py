@@ -87,8 +87,9 @@ def test_figures_from_known_samples(tiny, monkeypatch):
     dense_keep, pruned_keep = np.array([[24, 24, 24]] * 2), np.array([[24, 12, 6], [24, 12, 6]])
     samples = {"dense": {"ms": [6.0, 4.0, 5.0], "keep": [dense_keep] * 3, "cuda_peak": []},
                "pruned": {"ms": [1.0, 3.0, 2.0], "keep": [pruned_keep] * 3, "cuda_peak": []}}
+    # variant keys name backend/precision/kind ("torch/fp32/dense"): answer by the kind
     monkeypatch.setattr(importlib.import_module("dtp_deploy.bench.run"), "interleave",
-                        lambda *args, **kwargs: samples)
+                        lambda variants, *args, **kwargs: {k: samples[k.rsplit("/", 1)[-1]] for k in variants})
     options = BenchOptions(backends=["torch"], batches=(2,), sizes=((64, 96),), iterations=3,
                            warmup=0, pool=2)
     r = run_benchmark([("tiny", tiny)], options)["results"][0]
