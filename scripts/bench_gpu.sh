@@ -70,7 +70,7 @@ for spec in $models; do
         echo "== $model ${size}x${size} $precision on $device, keep schedule $keep"
         "$python" -m dtp_deploy.bench "$model" --backend torch --device "$device" --size "$size" \
             "${batch_args[@]}" "${extra[@]}" --keep-schedule "$keep" --duration "$duration" \
-            --warmup 5 --pool 64 --scenes 0 --json "$stem.json" --plot "$stem.png" \
+            --warmup 5 --pool 64 --scenes 0 --json-out "$stem.json" --plot "$stem.png" \
             --markdown "$stem.md" || status=1
     done
 done

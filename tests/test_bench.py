@@ -191,7 +191,7 @@ def test_cli_json_accuracy_and_exit_codes(tiny, tmp_path):
     save_model(tiny, ckpt)
     out = tmp_path / "r.json"
     args = [str(ckpt), "--backend", "torch", "--iterations", "2", "--warmup", "0", "--size", "64",
-            "--scenes", "2", "--json", str(out), "--quiet", "--sweep", "--sweep-grid", "1,0.3"]
+            "--scenes", "2", "--json-out", str(out), "--quiet", "--sweep", "--sweep-grid", "1,0.3"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
@@ -201,6 +201,10 @@ def test_cli_json_accuracy_and_exit_codes(tiny, tmp_path):
     assert acc["miou_drop"] == pytest.approx(acc["dense"]["miou"] - acc["pruned"]["miou"])
     assert 0 <= acc["pruned_dense_agreement"] <= 1
     assert [p["thresholds"] for p in report["sweep"][0]["points"]] == [[1.0, 1.0], [0.3, 0.3]]
+    printed = CliRunner().invoke(main, [str(ckpt), "--backend", "torch", "--iterations", "1",
+                                              "--warmup", "0", "--size", "64", "--scenes", "0", "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.stdout)["results"][0]["batch"] == 1  # --json: only JSON on stdout
     result = CliRunner().invoke(main, [str(ckpt), "--backend", "trt", "--scenes", "0", "--quiet"])
     assert result.exit_code == 3
     result = CliRunner().invoke(main, [str(ckpt), "--size", "70", "--quiet"])

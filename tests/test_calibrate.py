@@ -102,7 +102,7 @@ def test_calibrate_cli_writes_thresholds_into_a_copy(tmp_path):
     out = tmp_path / "cal.pth"
     report = tmp_path / "cal.json"
     args = ["--target-gmacs", "0.4", "--scenes", "4", "--grid", "1,0.95,0.9,0.8",
-            "-o", str(out), "--json", str(report)]
+            "-o", str(out), "--json-out", str(report)]
     result = CliRunner().invoke(calibrate_cli, args)
     assert result.exit_code == 0, result.output
     saved = json.loads(report.read_text())

@@ -161,7 +161,7 @@ def test_build_refuses_to_overwrite_its_onnx(toy):
     assert result.exit_code == 2 and "is the input" in result.output
 
 
-@pytest.mark.parametrize("option", ["--json", "--markdown", "--plot"])
+@pytest.mark.parametrize("option", ["--json-out", "--markdown", "--plot"])
 def test_bench_checks_its_output_files_before_the_benchmark(option, tmp_path, monkeypatch):
     import dtp_deploy.bench as bench_module
 

@@ -284,7 +284,7 @@ def test_dtp_bench_mmseg_protocol_on_an_ade20k_folder(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(main, ["random:dtop-vit-t", "--data", str(tmp_path / "ade"), "--protocol", "mmseg",
                                        "--backend", "torch", "--iterations", "1", "--warmup", "0", "--pool", "1",
-                                       "--quiet", "--json", str(out)])
+                                       "--quiet", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     [accuracy] = json.loads(out.read_text())["accuracy"]
     # ADE20K's official test scale for a 192 crop: short edge 192, so 150x200 -> 192x256 (two windows)

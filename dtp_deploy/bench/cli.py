@@ -132,7 +132,8 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads (torch intra-op, ONNX Runtime, OpenVINO).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the input pool and random weights.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+@click.option("--json-out", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON to this file.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
               help="Write Markdown tables ('-' prints them).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG figure.")
@@ -140,7 +141,7 @@ def _eval_data(model, data, data_limit, scenes, size):
 @version_option
 def main(models, arch, head_heads, backends, precisions, calibration_images, agreement_batches, device, batches, sizes, iterations, duration, warmup, fp16,
          thresholds, keep_schedule, pool, data, data_limit, scenes, protocol, do_sweep, per_stage,
-         sweep_grid, threads, seed, json_path, markdown_path, plot_path, quiet, verbose):
+         sweep_grid, threads, seed, as_json, json_path, markdown_path, plot_path, quiet, verbose):
     """Time dense vs pruned (same weights, interleaved) on every backend; measure accuracy.
 
     MODEL is a checkpoint, a built-in name (dtop-vit-t) or random:<preset> (random weights,
@@ -149,7 +150,7 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
     \b
     Examples:
       dtp-bench
-      dtp-bench --backend torch --batch 1 --batch 8 --size 384 --json bench.json --plot bench.png
+      dtp-bench --backend torch --batch 1 --batch 8 --size 384 --json-out bench.json --plot bench.png
       dtp-bench ckpt.pth --data ADEChallengeData2016 --sweep --per-stage --plot sweep.png
       dtp-bench ckpt.pth --data ADEChallengeData2016 --protocol mmseg --backend torch
       dtp-bench random:dtop-vit-b --device cuda --fp16 --size 512 --keep-schedule 0.7,0.5 --scenes 0
@@ -160,7 +161,7 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
     cannot be written, PyTorch missing); 3 a backend named with --backend could not run here.
     """
     require_torch("dtp-bench")
-    _check_outputs({"--json": json_path, "--markdown": markdown_path, "--plot": plot_path},
+    _check_outputs({"--json-out": json_path, "--markdown": markdown_path, "--plot": plot_path},
                    [m for m in models if Path(m).is_file()])
     if plot_path:
         try:
@@ -236,7 +237,9 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
 
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif not quiet:
         print_report(report, wide_console())
     if json_path:
         _write(json_path, json.dumps(report, indent=2) + "\n")
@@ -274,11 +277,12 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
               help="Candidate thresholds, comma-separated, each in (0, 1] (default: 1 ... 0.5).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Checkpoint to write (a copy of MODEL with the chosen thresholds).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the search as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the search as JSON instead of a summary line.")
+@click.option("--json-out", "json_path", type=click.Path(dir_okay=False), help="Write the search as JSON to this file.")
 @verbosity_options
 @version_option
 def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, head_heads, protocol, grid,
-              output, json_path, quiet, verbose):
+              output, as_json, json_path, quiet, verbose):
     """Choose per-stage exit thresholds on a calibration set and save them into a copy of MODEL.
 
     Greedy: from "nothing exits" (1.0 everywhere), repeatedly lower the one stage's threshold
@@ -297,7 +301,7 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
     written, PyTorch missing).
     """
     require_torch("dtp-calibrate")
-    _check_outputs({"-o/--output": output, "--json": json_path},
+    _check_outputs({"-o/--output": output, "--json-out": json_path},
                    [model] if model and Path(model).is_file() else [])
     from rich.console import Console
 
@@ -335,4 +339,4 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
         fail(f"--target-gmacs {target_gmacs} not reached; best: {summary}", code=1)
     net.set_thresholds(result["thresholds"])
     save_model(net, output)
-    click.echo(f"{output}: {summary}")
+    click.echo(json.dumps(result, indent=2) if as_json else f"{output}: {summary}")
