@@ -41,13 +41,9 @@ def export(name: str, flavour: str, dense: bool, folder: Path) -> Path:
 
 
 def python_segmenter(path: Path, extension: Path):
-    from test_cpp_openvino import OpenVinoTestBackend
-
-    from dtp_deploy.metadata import ModelMetadata
     from dtp_deploy.runtime import Segmenter
 
-    backend = OpenVinoTestBackend(path, extension)
-    return Segmenter(backend, ModelMetadata.from_props(backend.props, str(path)), path)
+    return Segmenter.open(path, backend="openvino", plugin_lib=extension)
 
 
 def main() -> int:

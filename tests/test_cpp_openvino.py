@@ -46,34 +46,9 @@ def models():
     return {"dtop": _builtin("dtop-vit-t", "plugin"), "dovit": _builtin("dovit-vit-t", "plugin")}
 
 
-class OpenVinoTestBackend:
-    """The Python runtime's view of an OpenVINO model (what ``Segmenter`` asks of a backend),
-    with the dtp extension loaded so that plugin-flavour graphs run."""
-
-    name = "openvino"
-    device = "cpu"
-    plugin_graph = True
-    dtype = np.float32
-
-    def __init__(self, path: Path, extension: Path) -> None:
-        core = ov.Core()
-        core.add_extension(str(extension))
-        model = core.read_model(str(path))
-        framework = model.get_rt_info()["framework"]
-        self.props = {str(k): v.astype(str) for k, v in framework.items()}
-        dims = [d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape()]
-        self.batch = dims[0]
-        self.input_size = tuple(dims[2:]) if None not in dims[2:] else None
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-
-    def run(self, images):
-        out = self.compiled.create_infer_request().infer({0: images})
-        return np.array(out[self.compiled.output("scores")]), np.array(out[self.compiled.output("keep_counts")])
-
-
 def python_openvino(path: Path, build: Path) -> Segmenter:
-    backend = OpenVinoTestBackend(path, extension_path(build))
-    return Segmenter(backend, ModelMetadata.from_props(backend.props, str(path)), path)
+    """The Python runtime's OpenVINO backend with the native extension loaded."""
+    return Segmenter.open(path, backend="openvino", plugin_lib=extension_path(build))
 
 
 def cpp_predict(build: Path, model: Path, image: np.ndarray, tmp_path: Path, *args: str, env=None):
@@ -125,6 +100,41 @@ def test_native_ops_equal_portable_graph(build, models, tmp_path):
     plain, plain_ratio, _ = cpp_predict(build, portable, image, tmp_path)
     np.testing.assert_array_equal(native_ratio, plain_ratio)
     np.testing.assert_array_equal(native, plain)
+
+
+def test_python_backend_runs_plugin_graph_natively(build, models, monkeypatch):
+    """``Segmenter.open(..., backend="openvino", plugin_lib=...)`` runs the plugin-flavour graph on
+    the native ops: labels and keep ratios identical to the portable graph of the same model on
+    OpenVINO. ``DTP_OPENVINO_EXTENSION`` names the library as it does for the C++ runtime."""
+    image = SyntheticScenes(1, 176, 240, seed=5)[0][0]
+    native = python_openvino(models["dtop"], build)
+    plain = Segmenter.open(_builtin("dtop-vit-t", "portable"), backend="openvino")
+    assert native.backend.plugin_graph and not plain.backend.plugin_graph
+    got, want = native.predict(image), plain.predict(image)
+    np.testing.assert_array_equal(got.keep_ratio, want.keep_ratio)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert min(want.keep_ratio) < 1.0, "the scene should make the model prune"
+    monkeypatch.setenv("DTP_OPENVINO_EXTENSION", str(extension_path(build)))
+    np.testing.assert_array_equal(Segmenter.open(models["dtop"], backend="openvino").predict(image).labels, got.labels)
+
+
+def test_dtp_run_passes_the_extension(build, models, tmp_path, monkeypatch):
+    """``dtp-run --backend openvino --plugin-lib`` runs the plugin-flavour graph; without the
+    extension it fails with exit 3 and says how to get it."""
+    from click.testing import CliRunner
+
+    from dtp_deploy.runtime.cli import main
+
+    monkeypatch.delenv("DTP_OPENVINO_EXTENSION", raising=False)
+    image = SyntheticScenes(1, 128, 160, seed=3)[0][0]
+    Image.fromarray(image).save(tmp_path / "scene.png")
+    args = [str(models["dtop"]), str(tmp_path / "scene.png"), "-o", str(tmp_path / "out"), "--backend", "openvino"]
+    done = CliRunner().invoke(main, [*args, "--plugin-lib", str(extension_path(build))])
+    assert done.exit_code == 0, done.output
+    labels = np.asarray(Image.open(tmp_path / "out" / "scene_labels.png"))
+    np.testing.assert_array_equal(labels, python_openvino(models["dtop"], build).predict(image).labels)
+    done = CliRunner().invoke(main, args)
+    assert done.exit_code == 3 and "plugins/openvino/README.md" in done.output, done.output
 
 
 def test_threads_share_one_segmenter(build, models, tmp_path):
@@ -203,7 +213,7 @@ def test_readme_cpp_example_runs(build, models, tmp_path):
     (tmp_path / "dtop-vit-t.onnx").symlink_to(models["dtop"])
     done = subprocess.run([str(tmp_path / "example")], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
-    names = ModelMetadata.from_props(OpenVinoTestBackend(models["dtop"], extension_path(build)).props).class_names
+    names = python_openvino(models["dtop"], build).class_names
     assert done.stdout.split("label at (0, 0): ")[1].split(",")[0] in names
 
 

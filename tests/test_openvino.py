@@ -85,8 +85,18 @@ def test_thread_safe(builtin):
         np.testing.assert_array_equal(g, e)
 
 
-def test_plugin_graph_is_refused_with_the_fix(random_plugin_onnx):  # noqa: F811
-    with pytest.raises(RuntimeSetupError, match="plugin-flavour.*--flavour portable"):
+def test_plugin_graph_is_refused_with_the_fix(random_plugin_onnx, tmp_path, monkeypatch):  # noqa: F811
+    """Without the dtp extension a plugin-flavour graph is refused, naming how to build and
+    load the extension; an extension that cannot be loaded is named (argument or variable)."""
+    monkeypatch.delenv("DTP_OPENVINO_EXTENSION", raising=False)
+    with pytest.raises(RuntimeSetupError, match="plugin-flavour.*plugins/openvino/README.md.*plugin_lib.*"
+                                                "DTP_OPENVINO_EXTENSION.*--flavour portable"):
+        Segmenter.open(random_plugin_onnx, backend="openvino")
+    missing = tmp_path / "missing.so"
+    with pytest.raises(RuntimeSetupError, match=f"cannot load the dtp OpenVINO extension {missing}"):
+        Segmenter.open(random_plugin_onnx, backend="openvino", plugin_lib=missing)
+    monkeypatch.setenv("DTP_OPENVINO_EXTENSION", str(missing))
+    with pytest.raises(RuntimeSetupError, match=f"cannot load the dtp OpenVINO extension {missing}"):
         Segmenter.open(random_plugin_onnx, backend="openvino")
 
 

@@ -160,8 +160,10 @@ def _import_extensions_without_torch() -> None:
 class OpenVinoBackend:
     """OpenVINO on the CPU, for portable graphs (``.onnx``) and OpenVINO IR (``.xml``).
 
-    Plugin-flavour graphs are refused: OpenVINO has no implementation of the ``dtp`` token
-    ops. ``precision`` is set explicitly because OpenVINO's own default is bf16 on CPUs with
+    Plugin-flavour graphs run when the dtp extension library (``plugins/openvino``, the native
+    ``dtp::TokenSplit`` / ``TokenReconstruct``) is loaded: ``plugin_lib``, else the
+    ``DTP_OPENVINO_EXTENSION`` environment variable, as the C++ runtime looks it up; without
+    it they are refused with how to build it. ``precision`` is set explicitly because OpenVINO's own default is bf16 on CPUs with
     AVX512-BF16 or AMX, which changes the token confidences and so the exit decisions; the
     runtime's default is exact ``f32``. Each calling thread gets its own infer request.
     """
@@ -169,7 +171,8 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, path: Path, device: str = "cpu", *, threads: int | None = None,
-                 precision: str = "f32", performance_hint: str = "latency") -> None:
+                 precision: str = "f32", performance_hint: str = "latency",
+                 plugin_lib: str | os.PathLike | None = None) -> None:
         precision = {"fp32": "f32", "fp16": "f16"}.get(precision, precision)
         kind, _ = parse_device(device)
         if kind != "cpu":
@@ -189,14 +192,21 @@ class OpenVinoBackend:
         missing = missing_precision(precision, core)
         if missing:
             raise RuntimeSetupError(f"{path}: precision {precision!r}: {missing}; pass precision='f32'")
+        extension = openvino_extension_path(plugin_lib)
+        if extension:
+            try:
+                core.add_extension(extension)
+            except RuntimeError as err:
+                raise RuntimeSetupError(f"cannot load the dtp OpenVINO extension {extension}: {err}; "
+                                        f"{EXTENSION_HOWTO}") from None
         try:
             model = core.read_model(os.fspath(path))
         except RuntimeError as err:
-            if "dtp." in str(err) or "TokenSplit" in str(err):
+            if not extension and ("dtp." in str(err) or "TokenSplit" in str(err)):
                 raise RuntimeSetupError(
-                    f"{path} is a plugin-flavour graph (dtp::TokenSplit/TokenReconstruct nodes), "
-                    "which OpenVINO cannot run; export the portable flavour (dtp-export --flavour "
-                    "portable), or run this graph with backend='ort'") from None
+                    f"{path} is a plugin-flavour graph (dtp::TokenSplit/TokenReconstruct nodes): "
+                    f"load the dtp OpenVINO extension ({EXTENSION_HOWTO}), export the portable "
+                    "flavour (dtp-export --flavour portable), or run this graph with backend='ort'") from None
             raise RuntimeSetupError(f"{path}: OpenVINO cannot read it: {err}") from err
         self.props = _ov_props(model)
         if len(model.inputs) != 1:
@@ -225,7 +235,7 @@ class OpenVinoBackend:
         except RuntimeError as err:
             raise RuntimeSetupError(f"{path}: OpenVINO cannot compile it: {err}") from err
         self.device = "cpu"
-        self.plugin_graph = False
+        self.plugin_graph = any(op.get_type_name() in ("TokenSplit", "TokenReconstruct") for op in model.get_ops())
         # what OpenVINO will actually run ("f32", "bf16"), read back rather than assumed
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self._local = threading.local()
@@ -238,6 +248,19 @@ class OpenVinoBackend:
         # copies: the request reuses its output buffers on the next call
         return (np.array(out[self.compiled.output("scores")]),
                 np.array(out[self.compiled.output("keep_counts")]))
+
+
+EXTENSION_HOWTO = ("build plugins/runtime or plugins/openvino with CMake, see plugins/openvino/README.md, "
+                   "and pass plugin_lib=.../libdtp_openvino_ops.so (dtp-run --plugin-lib) or set "
+                   "DTP_OPENVINO_EXTENSION")
+
+
+def openvino_extension_path(plugin_lib: str | os.PathLike | None = None) -> str | None:
+    """The dtp OpenVINO extension library to load, looked up as the C++ runtime does:
+    ``plugin_lib``, else a non-empty ``DTP_OPENVINO_EXTENSION``; None: load none."""
+    if plugin_lib:
+        return os.fspath(plugin_lib)
+    return os.environ.get("DTP_OPENVINO_EXTENSION") or None
 
 
 def missing_precision(precision: str, core: Any = None) -> str | None:

@@ -37,13 +37,14 @@ log = logging.getLogger("dtp_deploy.run")
 @click.option("--bgr", is_flag=True, help="The files' pixel data is in BGR order.")
 @click.option("--backend", type=click.Choice(["auto", "ort", "trt", "openvino"]), default="auto", show_default=True,
               help="auto: by suffix (.onnx: ONNX Runtime; .engine/.plan: TensorRT; .xml: OpenVINO). "
-                   "openvino: CPU, portable graphs.")
+                   "openvino: CPU (plugin-flavour graphs with --plugin-lib).")
 @click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), default=None,
               help="OpenVINO inference precision (default f32, exact; bf16/f16 only where the CPU has them).")
 @click.option("--performance-hint", type=click.Choice(["latency", "throughput"]), default=None,
               help="OpenVINO performance hint (default latency).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cpu for .onnx, cuda:0 for engines).")
-@click.option("--plugin-lib", default=None, help="TensorRT: the dtp plugin library.")
+@click.option("--plugin-lib", default=None, help="The dtp plugin library: TensorRT's, or OpenVINO's extension "
+              "(libdtp_openvino_ops.so) to run plugin-flavour graphs.")
 @click.option("--server", default=None, help="Segment on a Triton server (http://HOST:PORT or grpc://HOST:PORT, "
               "see dtp-serve); MODEL is then the served model's name, e.g. dtp_segmenter.")
 @click.option("--no-overlay", is_flag=True, help="Write label PNGs only.")

@@ -123,11 +123,13 @@ class Segmenter:
         Args:
             path: ``.onnx`` (ONNX Runtime or OpenVINO), ``.engine``/``.plan`` (TensorRT) or
                 ``.xml`` (OpenVINO IR).
-            backend: ``"auto"`` (by suffix), ``"ort"``, ``"trt"`` or ``"openvino"`` (CPU,
-                portable graphs only).
+            backend: ``"auto"`` (by suffix), ``"ort"``, ``"trt"`` or ``"openvino"`` (CPU;
+                plugin-flavour graphs need the dtp extension, see ``plugin_lib``).
             device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; default CPU for ONNX, ``cuda:0``
                 for engines. ONNX on CUDA needs onnxruntime-gpu.
-            plugin_lib: TensorRT plugin library (default: what ``TrtEngine`` finds).
+            plugin_lib: TensorRT plugin library (default: what ``TrtEngine`` finds), or for
+                OpenVINO the dtp extension library ``libdtp_openvino_ops.so`` (default: the
+                ``DTP_OPENVINO_EXTENSION`` environment variable; none: plugin graphs refused).
             metadata: engines only: the ``.onnx`` the engine was built from or a ``.json`` of its
                 ``metadata_props``; default: ``<engine>.json``, ``<stem>.json`` or ``<stem>.onnx``.
             threads: ONNX Runtime intra-op / OpenVINO inference threads (default: the engine's).
@@ -154,7 +156,8 @@ class Segmenter:
         elif kind == "openvino":
             runner = OpenVinoBackend(path, device or "cpu", threads=threads,
                                      precision=precision or "f32",
-                                     performance_hint=performance_hint or "latency")
+                                     performance_hint=performance_hint or "latency",
+                                     plugin_lib=plugin_lib)
         else:
             runner = TrtBackend(path, device or "cuda", plugin_lib=plugin_lib, metadata_path=metadata)
         meta = ModelMetadata.from_props(runner.props, str(path))
