@@ -384,7 +384,7 @@ def test_dtp_calibrate_mmseg_counts_every_window(tmp_path):
     out = tmp_path / "search.json"
     result = CliRunner().invoke(calibrate, ["--protocol", "mmseg", "--scenes", "2", "--size", "288x384",
                                             "--grid", "1,0.9", "--target-gmacs", "100", "-o",
-                                            str(tmp_path / "cal.pth"), "--json", str(out)])
+                                            str(tmp_path / "cal.pth"), "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     search = json.loads(out.read_text())
     assert search["protocol"]["protocol"] == "mmseg" and search["protocol"]["crop"] == [192, 192]

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -391,7 +392,14 @@ def test_load_test_counts_every_request(server):
     result = load_test(client.predict, [scene(64, 64, 5), scene(80, 48, 6)], clients=3, requests=2, warmup=1)
     assert result["requests"] == 6 and result["throughput"] > 0
     assert result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
-    assert int(client.statistics()["inference_count"]) - before == 3 * (2 + 1)
+    # Triton updates its statistics after the response has gone out: wait (bounded) for them.
+    deadline, counted = time.monotonic() + 10, 0
+    while time.monotonic() < deadline:
+        counted = int(client.statistics()["inference_count"]) - before
+        if counted >= 3 * (2 + 1):
+            break
+        time.sleep(0.1)
+    assert counted == 3 * (2 + 1)
 
 
 def test_dtp_triton_repo_cli(models, tmp_path):
