@@ -257,3 +257,10 @@ def test_metadata_that_is_not_json_names_the_file_and_key(tmp_path):
     path = make_toy_model(tmp_path / "bad.onnx", props=props)
     with pytest.raises(ValueError, match=r"bad.onnx: metadata dtp.mean = '\[123.7, oops' is not JSON"):
         Segmenter.open(path)
+
+
+def test_a_model_with_an_unknown_suffix_is_bad_input(tmp_path):
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"not looked at")
+    result = run(model, save(tmp_path / "x.png"), "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "cannot tell the backend from the suffix" in result.output

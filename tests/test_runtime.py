@@ -284,7 +284,7 @@ def test_open_errors(models, tmp_path):
         Segmenter.open(tmp_path / "missing.onnx")
     other = tmp_path / "model.bin"
     other.write_bytes(models["fixed"].read_bytes())
-    with pytest.raises(RuntimeSetupError, match="suffix"):
+    with pytest.raises(ValueError, match="suffix"):
         Segmenter.open(other)
     assert Segmenter.open(other, backend="ort").metadata.arch == "toy"
     with pytest.raises(ValueError, match="unknown device"):

@@ -55,7 +55,8 @@ def resolve_backend(path: Path, backend: str) -> str:
         return "trt"
     if suffix in OPENVINO_SUFFIXES:
         return "openvino"
-    raise RuntimeSetupError(f"{path}: cannot tell the backend from the suffix {suffix!r}; name it "
+    # Bad input (exit 2 in dtp-run), not a missing runtime: the file's name is what is wrong.
+    raise ValueError(f"{path}: cannot tell the backend from the suffix {suffix!r}; name it "
                             f"*.onnx (ONNX Runtime), *.engine / *.plan (TensorRT) or *.xml "
                             f"(OpenVINO IR), or pass backend='ort', 'trt' or 'openvino'")
 
