@@ -194,6 +194,18 @@ def portable_graph(model, *, pruned: bool, batch: int, height: int, width: int, 
     return path
 
 
+def timed_graph(model, *, pruned: bool, batch: int, height: int, width: int, workdir,
+                precision: str, calibration, quantize, suffix: str) -> Path:
+    """The portable graph a graph backend times: as exported, or for ``precision="int8"``
+    quantized by ``quantize`` (from :mod:`.quantize`) on the calibration images into a
+    ``-int8<suffix>`` file beside it."""
+    path = portable_graph(model, pruned=pruned, batch=batch, height=height, width=width,
+                          workdir=workdir)
+    if precision != "int8":
+        return path
+    return quantize(path, path.with_name(path.stem + "-int8" + suffix), calibration, batch)
+
+
 class OrtBackend(Backend):
     name = "ort"
 
@@ -219,12 +231,11 @@ class OrtBackend(Backend):
                 precision="fp32", calibration=None):
         import onnxruntime as ort
 
-        path = portable_graph(model, pruned=pruned, batch=batch, height=height, width=width,
-                              workdir=workdir)
-        if precision == "int8":
-            from .quantize import quantize_onnxruntime
+        from .quantize import quantize_onnxruntime
 
-            path = quantize_onnxruntime(path, path.with_name(path.stem + "-int8.onnx"), calibration, batch)
+        path = timed_graph(model, pruned=pruned, batch=batch, height=height, width=width, workdir=workdir,
+                           precision=precision, calibration=calibration, quantize=quantize_onnxruntime,
+                           suffix=".onnx")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # idle ONNX Runtime threads spin by default, stealing cores from the variant that runs
@@ -288,13 +299,11 @@ class OpenVinoBackend(Backend):
     def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir,
                 precision="fp32", calibration=None):
         from ..runtime.backends import OpenVinoBackend as Runner
+        from .quantize import quantize_openvino
 
-        path = portable_graph(model, pruned=pruned, batch=batch, height=height, width=width,
-                              workdir=workdir)
-        if precision == "int8":
-            from .quantize import quantize_openvino
-
-            path = quantize_openvino(path, path.with_name(path.stem + "-int8.xml"), calibration, batch)
+        path = timed_graph(model, pruned=pruned, batch=batch, height=height, width=width, workdir=workdir,
+                           precision=precision, calibration=calibration, quantize=quantize_openvino,
+                           suffix=".xml")  # OpenVINO IR: NNCF's output
         # int8 runs its quantized layers in int8 and the rest in f32
         return OpenVinoVariant(Runner(path, threads=self.threads,
                                       precision="bf16" if precision == "bf16" else "f32"))
