@@ -11,7 +11,6 @@ gives its metadata. The sanitizer build is in ``test_cpp_openvino_asan.py``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -21,9 +20,8 @@ import numpy as np
 import pytest
 from cpp_openvino_build import ROOT, build_runtime, extension_path
 from PIL import Image
-from test_runtime_e2e import exported_model
+from test_runtime_e2e import builtin_graph
 
-from dtp_deploy.builtin import builtin_checkpoint_path, load_builtin_model
 from dtp_deploy.data.synthetic import SyntheticScenes
 from dtp_deploy.metadata import ModelMetadata
 from dtp_deploy.runtime import Segmenter
@@ -37,8 +35,7 @@ def build():
 
 
 def _builtin(name: str, flavour: str) -> Path:
-    weights = hashlib.sha256(builtin_checkpoint_path(name).read_bytes()).hexdigest()[:12]
-    return exported_model(f"{name}-{weights}", lambda: load_builtin_model(name), flavour=flavour, dynamic_shape=True)
+    return builtin_graph(name, flavour, dynamic_shape=True)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from dtp_deploy.runtime.backends import missing_precision
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'dtp-deploy[openvino]')")
 
-from test_runtime_e2e import ROOT, exported_model, random_plugin_onnx  # noqa: E402, F401
+from test_runtime_e2e import ROOT, builtin_graph, random_plugin_onnx  # noqa: E402, F401
 
 BUILTINS = ("dtop-vit-t", "dovit-vit-t")
 
@@ -27,8 +27,7 @@ BUILTINS = ("dtop-vit-t", "dovit-vit-t")
 def builtin(request):
     """(name, portable graph with a dynamic batch, PyTorch model) of a built-in model."""
     name = request.param
-    path = exported_model(f"builtin-{name}-dynbatch", lambda: load_builtin_model(name),
-                          flavour="portable", batch=2, dynamic_batch=True)
+    path = builtin_graph(name)
     return name, path, load_builtin_model(name)
 
 

@@ -3,6 +3,7 @@
 Exports take tens of seconds, so each exported graph is cached under ``build/test-models``,
 keyed by a hash of the weights, the model's config, the model and exporter sources and the
 export arguments: the first run exports, later runs reuse the file until any of those change.
+A file lock makes test files running in parallel wait for one export instead of repeating it.
 The built-in model's tests are ``slow`` (a full-size export); the random model is shallow.
 """
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from test_export_model import SHALLOW
 
-from dtp_deploy.builtin import builtin_checkpoint_path, load_builtin_model
+from dtp_deploy.builtin import load_builtin_model
 from dtp_deploy.data.synthetic import SyntheticScenes
 from dtp_deploy.models import build_model
 from dtp_deploy.preprocess import to_tensor
@@ -39,19 +40,35 @@ def _source_hash(*extra: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def _weights_hash(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def exported_model(name: str, model_fn, **kwargs) -> Path:
     """``model_fn()`` exported with ``kwargs`` (cached; see the module docstring)."""
+    from filelock import FileLock
+
     from exporters import export_onnx
 
-    weights = builtin_checkpoint_path().read_bytes() if name == "builtin" else b""
     model = model_fn()
-    key = _source_hash(name, repr(model.config), repr(sorted(kwargs.items())),
-                       hashlib.sha256(weights).hexdigest())
+    key = _source_hash(name, repr(model.config), repr(sorted(kwargs.items())), _weights_hash(model))
     path = CACHE / f"{name}-{key}.onnx"
-    if not path.is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, path, check=False, progress=False, **kwargs)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not path.is_file():
+            export_onnx(model, path, check=False, progress=False, **kwargs)
     return path
+
+
+def builtin_graph(name: str = "dtop-vit-t", flavour: str = "portable", *, dynamic_shape: bool = False) -> Path:
+    """A built-in model's graph as most runtime tests use it: a dynamic batch (traced with 2),
+    the trained size unless ``dynamic_shape``. One configuration per flavour and shape, so
+    test files share the file instead of exporting near-identical graphs."""
+    return exported_model(f"builtin-{name}-{flavour}", lambda: load_builtin_model(name), flavour=flavour,
+                          batch=2, dynamic_batch=True, dynamic_shape=dynamic_shape)
 
 
 def random_model():
@@ -61,7 +78,7 @@ def random_model():
 
 @pytest.fixture(scope="module")
 def builtin_onnx():
-    return exported_model("builtin", load_builtin_model, flavour="portable")
+    return builtin_graph()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ failing at load is reported, and no server or stub process outlives its test.
 One server holds both built-in models for the whole module; two tests start their own.
 """
 
-import hashlib
 import json
 import os
 import signal
@@ -53,17 +52,12 @@ SIZES = [(64, 64), (100, 150), (37, 300), (250, 200)]  # under, over and across 
 
 @pytest.fixture(scope="module")
 def models():
-    """Fixed-size graphs (exporting dynamic sizes takes twice as long): the built-in DToP as
-    the runtime tests export it (shared cache file), the built-in DoViT with a dynamic batch,
-    so that requests batched together share ONNX Runtime batches."""
-    from test_runtime_e2e import exported_model
+    """The built-in models' portable graphs as the runtime tests export them (shared cache
+    files): fixed size (exporting dynamic sizes takes twice as long), dynamic batch, so that
+    requests batched together share ONNX Runtime batches."""
+    from test_runtime_e2e import builtin_graph
 
-    from dtp_deploy.builtin import builtin_checkpoint_path, load_builtin_model
-
-    weights = hashlib.sha256(builtin_checkpoint_path("dovit-vit-t").read_bytes()).hexdigest()[:12]
-    return {"dtop": exported_model("builtin", load_builtin_model, flavour="portable"),
-            "dovit": exported_model(f"serve-dovit-{weights}", lambda: load_builtin_model("dovit-vit-t"),
-                                    flavour="portable", dynamic_batch=True)}
+    return {"dtop": builtin_graph("dtop-vit-t"), "dovit": builtin_graph("dovit-vit-t")}
 
 
 @pytest.fixture(scope="module")
