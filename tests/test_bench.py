@@ -27,7 +27,7 @@ RESULT_KEYS = {"model", "backend", "device", "device_name", "precision", "batch"
                "tokens", "keep_schedule", "status", "reason", "inputs", "dense", "pruned", "speedup",
                "latency_ratio", "gmacs_ratio", "gmacs_padded_ratio", "peak_host_rss_mb", "baseline",
                "speedup_vs_slowest_dense"}
-VARIANT_KEYS = {"iterations", "latency_ms", "latency_per_image_ms", "throughput_img_s",
+VARIANT_KEYS = {"iterations", "latency_ms", "first_pass_ms", "latency_per_image_ms", "throughput_img_s",
                 "gmacs_per_image", "gmacs_padded_per_image", "keep_counts_mean", "keep_ratios", "peak_cuda_memory_mb"}
 
 
@@ -122,13 +122,32 @@ class _Recorder(Variant):
 def test_interleaving_alternates_and_cycles_inputs():
     log = []
     variants = {"dense": _Recorder("dense", log), "pruned": _Recorder("pruned", log)}
-    out = interleave(variants, {"dense": ["a", "b"], "pruned": ["a", "b"]}, warmup=1,
+    out = interleave(variants, {"dense": ["a", "b"], "pruned": ["a", "b"]}, warmup=2,
                      iterations=3, duration=None)
     assert [name for name, _ in log] == ["dense", "pruned", "pruned", "dense", "dense", "pruned",
-                                         "pruned", "dense"]
-    assert [p for n, p in log if n == "dense"] == ["a", "b", "a", "b"]  # fresh batch each time
+                                         "pruned", "dense", "dense", "pruned"]
+    assert [p for n, p in log if n == "dense"] == ["a", "b", "a", "b", "a"]  # fresh batch each time
     assert len(out["dense"]["ms"]) == len(out["pruned"]["ms"]) == 3  # warm-up not recorded
     assert np.concatenate(out["pruned"]["keep"])[:, 1].tolist() == [2, 2, 2]
+
+
+class _CompilesPerShape(Variant):
+    """Like OpenVINO's CPU plugin on a pruned graph: slow the first time it sees an input."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def timed(self, placed):
+        first = placed not in self.seen
+        self.seen.add(placed)
+        return (50.0 if first else 1.0), np.array([[4, 2]])
+
+
+def test_warmup_covers_the_pool_and_reports_the_first_pass():
+    pool = list("abcdef")
+    out = interleave({"pruned": _CompilesPerShape()}, {"pruned": pool}, warmup=1, iterations=4, duration=None)
+    assert out["pruned"]["ms"] == [1.0] * 4  # no timed call pays for a first sight
+    assert out["pruned"]["first_ms"] == [50.0] * len(pool)
 
 
 def test_keep_schedule_forces_keep_ratios(tiny):

@@ -108,7 +108,9 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1),
               help="Timed iterations per variant, after warm-up.")
 @click.option("--duration", type=click.FloatRange(min=0), help="Seconds of timed iterations per configuration instead.")
-@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Untimed rounds before timing; at least one per pool batch, so that backends "
+                   "compiling kernels per token count (OpenVINO) have seen every input once.")
 @click.option("--fp16", is_flag=True, help="Half precision (needs --device cuda).")
 @click.option("--threshold", "thresholds", multiple=True, type=THRESHOLD,
               help="Exit threshold of an auxiliary stage, in (0, 1]; repeat once per stage.")
