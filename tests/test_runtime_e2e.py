@@ -64,11 +64,13 @@ def exported_model(name: str, model_fn, **kwargs) -> Path:
 
 
 def builtin_graph(name: str = "dtop-vit-t", flavour: str = "portable", *, dynamic_shape: bool = False) -> Path:
-    """A built-in model's graph as most runtime tests use it: a dynamic batch (traced with 2),
-    the trained size unless ``dynamic_shape``. One configuration per flavour and shape, so
-    test files share the file instead of exporting near-identical graphs."""
+    """A built-in model's graph as most runtime tests use it: the trained size with a dynamic
+    batch (traced with 2), or with ``dynamic_shape`` any size at batch 1 (exporting both
+    dynamic takes longer still, and no test needs it). One configuration per flavour and
+    shape, so test files share the file instead of exporting near-identical graphs."""
+    batching = {} if dynamic_shape else {"batch": 2, "dynamic_batch": True}
     return exported_model(f"builtin-{name}-{flavour}", lambda: load_builtin_model(name), flavour=flavour,
-                          batch=2, dynamic_batch=True, dynamic_shape=dynamic_shape)
+                          dynamic_shape=dynamic_shape, **batching)
 
 
 def random_model():
