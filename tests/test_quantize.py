@@ -34,3 +34,12 @@ def test_onnxruntime_int8_weights_use_seven_bits(tmp_path):
     # per output channel, the largest weight maps to the top of the (reduced) range
     top = np.abs(np.concatenate([w.ravel() for w in int8])).max()
     assert top == 64, f"weights span +-{top}: 8-bit weights saturate on CPUs without VNNI"
+
+
+def test_onnxruntime_quantizer_advice_is_not_printed(tmp_path, caplog):
+    pytest.importorskip("onnxruntime.quantization")
+    _matmul_graph(tmp_path / "f32.onnx", np.ones((48, 8), np.float32))
+    images = np.ones((2, 3, 4, 4), np.float32)
+    with caplog.at_level("WARNING"):
+        quantize_onnxruntime(tmp_path / "f32.onnx", tmp_path / "int8.onnx", images, 1)
+    assert not [r for r in caplog.records if "pre-process" in r.getMessage()]
