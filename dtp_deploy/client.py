@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dtp_deploy.metadata import ModelMetadata
+from dtp_deploy.metadata import DescribedByMetadata, ModelMetadata
 from dtp_deploy.runtime.backends import RuntimeSetupError
 from dtp_deploy.runtime.segmenter import Prediction, Segmenter, Timing, _check_image, _pair
 from dtp_deploy.serve.repository import DEFAULT_NAME
@@ -58,7 +58,7 @@ def parse_url(url: str) -> tuple[str, str]:
     return protocol, address
 
 
-class Client:
+class Client(DescribedByMetadata):
     """A model served by Triton, used like a :class:`~dtp_deploy.runtime.Segmenter`.
 
     Args:
@@ -125,14 +125,6 @@ class Client:
         return RequestError(f"{self.url} model {self.model!r}: {message}")
 
     # -- facts --------------------------------------------------------------------------------
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.metadata.class_names
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.metadata.stage_ends)
-
     def ready(self) -> bool:
         """The server is ready and so is the model."""
         try:

@@ -72,3 +72,18 @@ class ModelMetadata:
         if "palette" in values:
             values["palette"] = tuple(tuple(c) for c in values["palette"])
         return cls(**values)
+
+
+class DescribedByMetadata:
+    """What a model's runner tells about it, read from its ``metadata``: shared by the local
+    :class:`~dtp_deploy.runtime.Segmenter` and the Triton :class:`~dtp_deploy.client.Client`."""
+
+    metadata: ModelMetadata
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.metadata.class_names
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.metadata.stage_ends)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dtp_deploy.metadata import ModelMetadata
+from dtp_deploy.metadata import DescribedByMetadata, ModelMetadata
 
 from . import processing
 from .backends import OpenVinoBackend, OrtBackend, RuntimeSetupError, TrtBackend, resolve_backend
@@ -93,7 +93,7 @@ def _check_image(image: np.ndarray, index: int | None = None) -> None:
         raise ValueError(f"{where}: empty image of shape {image.shape}")
 
 
-class Segmenter:
+class Segmenter(DescribedByMetadata):
     """An exported model (``.onnx``, a TensorRT ``.engine``/``.plan``, or OpenVINO IR ``.xml``)
     ready to segment images.
 
@@ -169,14 +169,6 @@ class Segmenter:
         return cls(runner, meta, path, max_batch=max_batch)
 
     # -- facts --------------------------------------------------------------------------------
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.metadata.class_names
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.metadata.stage_ends)
-
     def default_crop(self) -> tuple[int, int]:
         """Slide-window crop: the graph's fixed input size, else the size it was trained at."""
         return self.input_size or tuple(self.metadata.trained_size)  # type: ignore[return-value]
