@@ -65,8 +65,8 @@ def quantize_onnxruntime(onnx_path: str | os.PathLike, output: str | os.PathLike
     Weights use 7 bits (``reduce_range``) because CPUs without VNNI multiply uint8 activations
     by int8 weights with an instruction that saturates the pairwise sums at int16; ONNX
     Runtime recommends the reduced range there, and the file must run right on any CPU. On the
-    built-in DToP model it raised the share of scenes keeping exactly the fp32 token set from
-    56% to 62% and token-label agreement from 99.44% to 99.83% (see BENCHMARKS.md)."""
+    built-in models it raised the share of scenes keeping exactly the fp32 token set (DToP 62%
+    -> 75%, DoViT 12% -> 50%; BENCHMARKS.md, CPU backends and precisions)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
