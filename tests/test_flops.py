@@ -35,3 +35,24 @@ def test_analytic_macs_match_flop_counter(arch, size, pruning, thresholds):
     counts, macs = counted_and_analytic_macs(model, size)
     if pruning and thresholds[0] < 0:
         assert counts[0, 1] < counts[0, 0]
+
+
+def test_batch_macs_count_attention_and_heads_at_the_padded_width():
+    """A batch with different keep counts: torch's counter sees the blocks' linear layers on
+    each image's own rows and attention and the heads at the batch's largest keep count, which
+    is what ``macs(..., widths)`` says the batch computes."""
+    model = build_model("dtop-vit-t", num_classes=6).eval().requires_grad_(False)
+    with torch.no_grad():
+        for head in model.heads:
+            head.class_embed.weight.mul_(20)
+    model.set_thresholds((0.3, 0.6))
+    images = torch.randn(3, 3, 64, 96)
+    images[0] *= 0.0  # a flat image grades very differently from noise
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        _, counts = model(images)
+    assert len(set(counts[:, 1].tolist())) > 1, "the test needs different keep counts per image"
+    widths = counts.max(dim=0).values.tolist()
+    batch = sum(model.macs(row, (4, 6), widths)["total"] for row in counts.tolist())
+    assert counter.get_total_flops() == 2 * batch
+    per_image = sum(model.macs(row, (4, 6))["total"] for row in counts.tolist())
+    assert per_image < batch  # padding still costs something: attention and the heads

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from dtp_deploy.models import build_model
+from dtp_deploy.models.vit import PackedRows
 
 
 def official_loop(model, image):
@@ -113,3 +114,37 @@ def test_no_host_sync_loops_in_forward_source():
     for module in (segmenter, heads, vit):
         source = inspect.getsource(module)
         assert ".item()" not in source and ".tolist()" not in source.split("def macs")[0]
+
+
+def test_packed_rows_round_trip_and_zero_padding():
+    index = torch.tensor([[4, 7, -1], [-1, -1, -1], [0, 2, 5]], dtype=torch.int32)
+    rows = torch.arange(9 * 2, dtype=torch.float32).reshape(3, 3, 2)
+    packed = PackedRows(index)
+    flat = packed.pack(rows)
+    torch.testing.assert_close(flat, torch.stack([rows[0, 0], rows[0, 1], rows[2, 0], rows[2, 1], rows[2, 2]]))
+    want = rows * (index >= 0).unsqueeze(-1)
+    torch.testing.assert_close(packed.unpack(flat), want)
+    nothing = PackedRows(torch.zeros(2, 0, dtype=torch.int32))  # every token exited
+    assert nothing.pack(torch.zeros(2, 0, 4)).shape == (0, 4)
+    assert nothing.unpack(torch.zeros(0, 4)).shape == (2, 0, 4)
+
+
+def test_blocks_after_a_split_run_on_the_kept_rows_of_the_batch_only():
+    """After a split the batch is padded to its largest keep count, but the blocks' row-wise
+    work (here the MLP) sees only the real kept rows: a batch costs what its images cost."""
+    model = make_model((0.3, 0.3))
+    images = torch.randn(4, 3, 96, 96)
+    images[0] *= 0.0
+    rows_seen = []
+    hooks = [block.mlp.fc1.register_forward_hook(
+        lambda module, args, out: rows_seen.append(args[0].shape[:-1].numel()))
+        for block in model.encoder.blocks]
+    with torch.inference_mode():
+        _, counts = model(images)
+    for hook in hooks:
+        hook.remove()
+    assert len(set(counts[:, 1].tolist())) > 1, "the test needs different keep counts per image"
+    want = []
+    for stage, (start, end) in enumerate(model.stage_ranges()):
+        want += [int(counts[:, stage].sum())] * (end - start)
+    assert rows_seen == want

@@ -37,20 +37,22 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def gmacs(model, keep_rows: np.ndarray, grid: tuple[int, int] | Sequence[tuple[int, int]],
-          pruned: bool) -> np.ndarray:
+          pruned: bool, widths: np.ndarray | None = None) -> np.ndarray:
     """Analytic GMACs (multiply-adds) of each network input from its per-stage keep counts;
-    ``grid`` is the token grid of all rows, or one grid per row."""
+    ``grid`` is the token grid of all rows, or one grid per row. ``widths``: each row's
+    per-stage padded batch width (see ``TokenPruningSegmenter.macs``), default its keep counts."""
     rows = np.asarray(keep_rows).tolist()
+    widths = rows if widths is None else np.asarray(widths).tolist()
     grids = [tuple(grid)] * len(rows) if isinstance(grid[0], int | np.integer) else [tuple(g) for g in grid]
     saved = model.pruning
     model.pruning = pruned  # the auxiliary heads count only when they run
     try:
         cache: dict[tuple, float] = {}
         out = []
-        for row, hw in zip(rows, grids):
-            key = (tuple(int(v) for v in row), hw)
+        for row, width, hw in zip(rows, widths, grids):
+            key = (tuple(int(v) for v in row), tuple(int(v) for v in width), hw)
             if key not in cache:
-                cache[key] = model.macs(list(key[0]), hw)["total"] / 1e9
+                cache[key] = model.macs(list(key[0]), hw, list(key[1]))["total"] / 1e9
             out.append(cache[key])
         return np.asarray(out, np.float64)
     finally:

@@ -9,7 +9,9 @@ heads compute, how they grade tokens and how the final map is formed:
 * DoViT (Liu et al., WACV 2024) plugs into the same loop with frozen features instead.
 
 Everything is batched: after a split the batch is padded to the largest keep count and later
-blocks use a key-padding bias, so each image keeps exactly its own token set.
+blocks use a key-padding bias, so each image keeps exactly its own token set. Inside a stage
+the blocks run on the packed real rows of the batch (:class:`~.vit.PackedRows`): only
+attention sees the padding.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import Tensor, nn
 from ..ops import token_reconstruct, token_split
 from .config import ModelConfig
 from .heads import ATMHead
-from .vit import ViTEncoder, padding_bias
+from .vit import PackedRows, ViTEncoder, padding_bias
 
 
 class TokenPruningSegmenter(nn.Module):
@@ -84,15 +86,22 @@ class TokenPruningSegmenter(nn.Module):
         batch, num_tokens = tokens.shape[:2]
         index = torch.arange(num_tokens, dtype=torch.int32, device=tokens.device).expand(batch, -1)
         state = self.init_state(tokens, grid)
-        bias = None  # no padding until the first split of a batch of several images
+        bias = packed = None  # no padding until the first split of a batch of several images
         last = self.config.num_stages - 1
         counts = []
         extra = self.encoder.num_class_tokens
         for stage, (start, end) in enumerate(self.stage_ranges()):
             count = (index >= 0).sum(dim=1, dtype=torch.int32)
             counts.append(count - extra if extra else count)
-            for block in self.encoder.blocks[start:end]:
-                tokens = block(tokens, bias)
+            blocks = self.encoder.blocks[start:end]
+            if packed is None:
+                for block in blocks:
+                    tokens = block(tokens, bias)
+            elif len(blocks):
+                rows = packed.pack(tokens)
+                for block in blocks:
+                    rows = block(rows, bias, packed)
+                tokens = packed.unpack(rows)
             if stage < last and not self.pruning:
                 continue  # dense baseline: only the final head predicts
             state, confidence, label = self.run_head(stage, tokens, index, bias, state, grid)
@@ -105,6 +114,7 @@ class TokenPruningSegmenter(nn.Module):
                 # With one image nothing is padded; a symbolic batch may hold several.
                 if not (isinstance(batch, int) and batch == 1):
                     bias = padding_bias(index, tokens.dtype)
+                    packed = PackedRows(index)
         return self.predict(state, grid), torch.stack(counts, dim=1)
 
     def stage_predictions(self, images: Tensor) -> list[Tensor]:
@@ -122,18 +132,26 @@ class TokenPruningSegmenter(nn.Module):
             outputs.append(self.predict(state, grid))
         return outputs
 
-    def macs(self, keep_counts: Sequence[int], grid: tuple[int, int]) -> dict[str, int]:
+    def macs(self, keep_counts: Sequence[int], grid: tuple[int, int],
+             widths: Sequence[int] | None = None) -> dict[str, int]:
         """Analytic multiply-adds (fvcore convention: one MAC per multiply-add) of one image
         whose stages saw ``keep_counts`` grid tokens (blocks also see the class token, if any).
-        Element-wise ops, norms and softmax are not counted, as in fvcore."""
+        Element-wise ops, norms and softmax are not counted, as in fvcore.
+
+        ``widths``: the per-stage padded width of the batch the image ran in (its largest keep
+        counts): what a batch really computes for the image. The blocks' row-wise work is
+        packed and stays per image; attention and the heads run at the padded width.
+        """
         grid_tokens = grid[0] * grid[1]
         out = {"patch_embed": self.encoder.patch_embed.macs(grid_tokens), "blocks": 0, "heads": 0}
         last = self.config.num_stages - 1
-        for stage, ((start, end), n) in enumerate(zip(self.stage_ranges(), keep_counts)):
-            tokens = int(n) + self.encoder.num_class_tokens
-            out["blocks"] += sum(self.encoder.blocks[i].macs(tokens) for i in range(start, end))
+        widths = keep_counts if widths is None else widths
+        for stage, ((start, end), n, w) in enumerate(zip(self.stage_ranges(), keep_counts, widths)):
+            extra = self.encoder.num_class_tokens
+            out["blocks"] += sum(self.encoder.blocks[i].macs(int(n) + extra, int(w) + extra)
+                                 for i in range(start, end))
             if stage == last or self.pruning:
-                out["heads"] += self.head_macs(stage, int(n), grid_tokens)
+                out["heads"] += self.head_macs(stage, int(w), grid_tokens)
         out["total"] = out["patch_embed"] + out["blocks"] + out["heads"]
         return out
 

@@ -33,6 +33,31 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> Te
     return (logits if bias is None else logits + bias).softmax(dim=-1) @ v
 
 
+class PackedRows:
+    """The real rows of a padded ``(B, M, ...)`` batch, as one ``(T, ...)`` sequence.
+
+    After a split every image of a batch is padded to the largest keep count. Norms, linear
+    layers and the MLP treat rows independently, so they run on the T kept rows of the whole
+    batch and never on padding; only attention needs each image's rows apart, and it alone sees
+    the padded layout (FasterTransformer's "remove padding"). A batch then costs what its images
+    cost, plus attention over the padded width.
+    """
+
+    def __init__(self, index: Tensor) -> None:
+        """``index``: ``(B, M)`` token positions, -1 for padding."""
+        self.batch, self.width = index.shape
+        self.rows = torch.nonzero(index.reshape(-1) >= 0).squeeze(1)  # (T,) flat row numbers
+
+    def pack(self, x: Tensor) -> Tensor:
+        """``(B, M, D) -> (T, D)``: the real rows, image after image."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.rows)
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """``(T, D) -> (B, M, D)`` with zero padding rows."""
+        out = x.new_zeros(self.batch * self.width, x.shape[-1]).index_copy(0, self.rows, x)
+        return out.reshape(self.batch, self.width, x.shape[-1])
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3) -> None:
         super().__init__()
@@ -55,11 +80,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = attention(qkv[0], qkv[1], qkv[2], bias)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+    def forward(self, x: Tensor, bias: Tensor | None = None, packed: PackedRows | None = None) -> Tensor:
+        """``(B, N, C)``, or ``(T, C)`` rows of a ``packed`` batch (attention alone runs padded)."""
+        qkv = self.qkv(x)
+        if packed is not None:
+            qkv = packed.unpack(qkv)
+        b, n, c3 = qkv.shape
+        c = c3 // 3
+        qkv = qkv.reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = attention(qkv[0], qkv[1], qkv[2], bias).transpose(1, 2).reshape(b, n, c)
+        return self.proj(out if packed is None else packed.pack(out))
 
 
 class Mlp(nn.Module):
@@ -83,14 +113,17 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
-        x = x + self.attn(self.norm1(x), bias)
+    def forward(self, x: Tensor, bias: Tensor | None = None, packed: PackedRows | None = None) -> Tensor:
+        """``(B, N, C)`` tokens, or the ``(T, C)`` rows of a ``packed`` batch."""
+        x = x + self.attn(self.norm1(x), bias, packed)
         return x + self.mlp(self.norm2(x))
 
-    def macs(self, num_tokens: int) -> int:
-        """Multiply-adds for ``num_tokens`` tokens (linear layers + the two attention matmuls)."""
+    def macs(self, num_tokens: int, width: int | None = None) -> int:
+        """Multiply-adds for ``num_tokens`` tokens: linear layers, and the two attention matmuls
+        over ``width`` rows (a packed batch's padded width; default ``num_tokens``)."""
         dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
-        return num_tokens * (4 * dim * dim + 2 * dim * hidden) + 2 * num_tokens * num_tokens * dim
+        width = num_tokens if width is None else width
+        return num_tokens * (4 * dim * dim + 2 * dim * hidden) + 2 * width * width * dim
 
 
 class ViTEncoder(nn.Module):
