@@ -25,9 +25,9 @@ from dtp_deploy.models import build_model
 
 RESULT_KEYS = {"model", "backend", "device", "device_name", "precision", "batch", "height", "width",
                "tokens", "keep_schedule", "status", "reason", "inputs", "dense", "pruned", "speedup",
-               "latency_ratio", "gmacs_ratio", "gmacs_padded_ratio", "peak_host_rss_mb", "baseline",
+               "latency_ratio", "pool_latency_ratio", "gmacs_ratio", "gmacs_padded_ratio", "peak_host_rss_mb", "baseline",
                "speedup_vs_slowest_dense"}
-VARIANT_KEYS = {"iterations", "latency_ms", "first_pass_ms", "latency_per_image_ms", "throughput_img_s",
+VARIANT_KEYS = {"iterations", "latency_ms", "pool_mean_ms", "first_pass_ms", "latency_per_image_ms", "throughput_img_s",
                 "gmacs_per_image", "gmacs_padded_per_image", "keep_counts_mean", "keep_ratios", "peak_cuda_memory_mb"}
 
 
@@ -85,8 +85,8 @@ def test_figures_from_known_samples(tiny, monkeypatch):
     """Speed-up, ratios, throughput and GMACs from timings and keep counts made up here, with
     the answers worked out by hand (not recomputed from the report's other fields)."""
     dense_keep, pruned_keep = np.array([[24, 24, 24]] * 2), np.array([[24, 12, 6], [24, 12, 6]])
-    samples = {"dense": {"ms": [6.0, 4.0, 5.0], "keep": [dense_keep] * 3, "cuda_peak": []},
-               "pruned": {"ms": [1.0, 3.0, 2.0], "keep": [pruned_keep] * 3, "cuda_peak": []}}
+    samples = {"dense": {"ms": [6.0, 4.0, 5.0], "input": [0, 1, 0], "keep": [dense_keep] * 3, "cuda_peak": []},
+               "pruned": {"ms": [1.0, 3.0, 2.0], "input": [0, 1, 0], "keep": [pruned_keep] * 3, "cuda_peak": []}}
     # variant keys name backend/precision/kind ("torch/fp32/dense"): answer by the kind
     monkeypatch.setattr(importlib.import_module("dtp_deploy.bench.run"), "interleave",
                         lambda variants, *args, **kwargs: {k: samples[k.rsplit("/", 1)[-1]] for k in variants})
@@ -96,6 +96,9 @@ def test_figures_from_known_samples(tiny, monkeypatch):
     dense, pruned = r["dense"], r["pruned"]
     assert dense["latency_ms"]["median"] == 5.0 and pruned["latency_ms"]["median"] == 2.0
     assert r["speedup"] == pytest.approx(2.5) and r["latency_ratio"] == pytest.approx(0.4)
+    # over the pool: input 0 has medians 5.5 (dense) and 1.5 (pruned), input 1 4 and 3
+    assert dense["pool_mean_ms"] == pytest.approx(4.75) and pruned["pool_mean_ms"] == pytest.approx(2.25)
+    assert r["pool_latency_ratio"] == pytest.approx(2.25 / 4.75)
     assert dense["latency_per_image_ms"]["median"] == pytest.approx(2.5)
     assert dense["throughput_img_s"] == pytest.approx(400.0)  # 2 images in 5 ms
     assert pruned["throughput_img_s"] == pytest.approx(1000.0)  # 2 images in 2 ms
@@ -128,6 +131,7 @@ def test_interleaving_alternates_and_cycles_inputs():
                                          "pruned", "dense", "dense", "pruned"]
     assert [p for n, p in log if n == "dense"] == ["a", "b", "a", "b", "a"]  # fresh batch each time
     assert len(out["dense"]["ms"]) == len(out["pruned"]["ms"]) == 3  # warm-up not recorded
+    assert out["dense"]["input"] == out["pruned"]["input"] == [0, 1, 0]  # which pool input each timed
     assert np.concatenate(out["pruned"]["keep"])[:, 1].tolist() == [2, 2, 2]
 
 
