@@ -146,8 +146,8 @@ class TokenPruningSegmenter(nn.Module):
         out = {"patch_embed": self.encoder.patch_embed.macs(grid_tokens), "blocks": 0, "heads": 0}
         last = self.config.num_stages - 1
         widths = keep_counts if widths is None else widths
+        extra = self.encoder.num_class_tokens
         for stage, ((start, end), n, w) in enumerate(zip(self.stage_ranges(), keep_counts, widths)):
-            extra = self.encoder.num_class_tokens
             out["blocks"] += sum(self.encoder.blocks[i].macs(int(n) + extra, int(w) + extra)
                                  for i in range(start, end))
             if stage == last or self.pruning:
