@@ -1,0 +1,241 @@
+"""Small CPU probes behind BENCHMARKS' explanations of where pruning stops paying.
+
+    PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py shape-change --precision bf16 \\
+        --extension build/runtime-openvino/openvino/libdtp_openvino_ops.so
+    PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py gemm-chain
+    PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py ort-softmax
+    PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py ort-vitb-batch8
+
+* ``shape-change``: OpenVINO on the built-in model's dense and pruned graphs (and the plugin
+  graph on the native dtp ops, with ``--extension``): mean call time cycling through new scenes
+  (the token count changes every call) vs repeating each scene (it does not).
+* ``gemm-chain``: 8 ViT-B MLPs (16 GEMMs, 768 <-> 3072) on 1024 and 640 rows, with a static row
+  count and with one chosen at run time by NonZero + Gather, on OpenVINO bf16/f32 and ONNX
+  Runtime: does the time shrink with the rows?
+* ``ort-softmax``: ONNX Runtime's own profile of the Softmax in a batch-8 ViT-B attention
+  (``[8, 12, M, M]``), M static or chosen at run time.
+* ``ort-vitb-batch8``: the same profile of the exported ViT-B 512 pruned graph (random weights,
+  ``dtp-bench``'s keep schedule 0.6,0.5 on the batch): every attention Softmax, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _graph(nodes: list, inputs: list, initializers: list) -> bytes:
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "probe", inputs, [out], initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+
+def _select_rows(src: str, axis: int) -> tuple[list, str]:
+    """Nodes that keep the rows of ``src`` along ``axis`` where the input mask ``m`` is true."""
+    return ([helper.make_node("NonZero", ["m"], ["nz"]),
+             helper.make_node("Squeeze", ["nz", "zero"], ["rows"]),
+             helper.make_node("Gather", [src, "rows"], ["picked"], axis=axis)], "picked")
+
+
+def _median_ms(calls: int, run, *args) -> float:
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        run(*args)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def shape_change(args) -> None:
+    import openvino as ov
+
+    from dtp_deploy.builtin import load_builtin_model
+    from dtp_deploy.data.synthetic import SyntheticScenes
+    from dtp_deploy.preprocess import to_tensor
+    from exporters import export_onnx
+
+    model = load_builtin_model(args.model)
+    h, w = model.config.img_size
+    raw = SyntheticScenes(args.scenes, h, w, seed=5)
+    scenes = to_tensor(np.stack([raw[i][0] for i in range(args.scenes)]), model.config.mean,
+                       model.config.std).numpy()
+    core = ov.Core()
+    graphs = {"dense": {"flavour": "portable", "dense": True}, "pruned": {"flavour": "portable"}}
+    if args.extension:
+        core.add_extension(args.extension)
+        graphs["pruned, native dtp ops"] = {"flavour": "plugin"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, options in graphs.items():
+            path = Path(tmp) / "graph.onnx"
+            export_onnx(model, path, check=False, progress=False, **options)
+            request = core.compile_model(str(path), "CPU", {
+                "INFERENCE_PRECISION_HINT": args.precision, "INFERENCE_NUM_THREADS": args.threads,
+                "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+            for x in scenes:  # first sight of every token count, untimed
+                request.infer({0: x[None]})
+            cycling, repeating = [], []
+            for _ in range(5):
+                for x in scenes:
+                    start = time.perf_counter()
+                    request.infer({0: x[None]})
+                    cycling.append(time.perf_counter() - start)
+            for x in scenes:
+                request.infer({0: x[None]})
+                for _ in range(4):
+                    start = time.perf_counter()
+                    request.infer({0: x[None]})
+                    repeating.append(time.perf_counter() - start)
+            print(f"{args.model} {args.precision} {name}: {np.mean(cycling) * 1e3:.2f} ms a call "
+                  f"cycling through {args.scenes} scenes, {np.mean(repeating) * 1e3:.2f} ms repeating each")
+
+
+def gemm_chain(args) -> None:
+    import onnxruntime as ort
+    import openvino as ov
+
+    dim, hidden = 768, 3072
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array((rng.standard_normal(shape) * 0.02).astype(np.float32), name)
+               for name, shape in (("w1", (dim, hidden)), ("w2", (hidden, dim)))]
+    zero = numpy_helper.from_array(np.array([0], np.int64), "zero")
+
+    def chain(data_dependent: bool) -> bytes:
+        nodes, src = _select_rows("x", 1) if data_dependent else ([], "x")
+        for i in range(8):
+            nodes += [helper.make_node("MatMul", [src, "w1"], [f"a{i}"]),
+                      helper.make_node("Relu", [f"a{i}"], [f"r{i}"]),
+                      helper.make_node("MatMul", [f"r{i}", "w2"], [f"b{i}"]),
+                      helper.make_node("Add", [src, f"b{i}"], [f"x{i}"])]
+            src = f"x{i}"
+        nodes.append(helper.make_node("Identity", [src], ["y"]))
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n", dim])]
+        if data_dependent:
+            inputs.append(helper.make_tensor_value_info("m", TensorProto.BOOL, ["n"]))
+        return _graph(nodes, inputs, weights + [zero] * data_dependent)
+
+    for data_dependent in (False, True):
+        graph = chain(data_dependent)
+        for rows in (1024, 640):
+            # data-dependent: 1024 rows in, the mask keeps `rows`; static: `rows` rows in
+            x = rng.standard_normal((1, 1024 if data_dependent else rows, dim)).astype(np.float32)
+            feed = {"x": x, "m": np.arange(1024) < rows} if data_dependent else {"x": x}
+            kind = "data-dependent" if data_dependent else "static"
+            for precision in ("bf16", "f32"):
+                compiled = ov.Core().compile_model(ov.Core().read_model(graph, b""), "CPU", {
+                    "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": args.threads,
+                    "PERFORMANCE_HINT": "LATENCY"})
+                request = compiled.create_infer_request()
+                request.infer(feed)
+                print(f"openvino {precision} {kind} {rows} rows: "
+                      f"{_median_ms(10, request.infer, feed):.2f} ms")
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            session = ort.InferenceSession(graph, options)
+            session.run(None, feed)
+            print(f"onnxruntime fp32 {kind} {rows} rows: {_median_ms(5, session.run, None, feed):.2f} ms")
+
+
+def ort_softmax(args) -> None:
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((8, 12, 1024, 64)).astype(np.float32)
+    for data_dependent in (False, True):
+        nodes, src = _select_rows("x", 2) if data_dependent else ([], "x")
+        nodes += [helper.make_node("Transpose", [src], ["xt"], perm=[0, 1, 3, 2]),
+                  helper.make_node("MatMul", [src, "xt"], ["s"]),
+                  helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+                  helper.make_node("MatMul", ["p", src], ["y"])]
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 12, 1024, 64])]
+        zero = []
+        if data_dependent:
+            inputs.append(helper.make_tensor_value_info("m", TensorProto.BOOL, [1024]))
+            zero.append(numpy_helper.from_array(np.array([0], np.int64), "zero"))
+        with tempfile.TemporaryDirectory() as tmp:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / "profile")
+            session = ort.InferenceSession(_graph(nodes, inputs, zero), options)
+            for keep in (1024, 976) * 4:  # two token counts in turn, as a pool of two batches
+                session.run(None, {"x": x, "m": np.arange(1024) < keep} if data_dependent else {"x": x})
+            events = json.loads(Path(session.end_profiling()).read_text())
+        by_op = collections.defaultdict(list)
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                by_op[e["args"]["op_name"]].append(e["dur"] / 1e3)
+        softmax = by_op["Softmax"][2:]  # the first two calls grow the memory arena
+        kind = "M chosen at run time (1024 and 976 in turn)" if data_dependent else "M static (1024)"
+        print(f"onnxruntime Softmax [8, 12, M, M], {kind}: median {np.median(softmax):.0f} ms "
+              f"(min {min(softmax):.0f}, max {max(softmax):.0f}) over {len(softmax)} calls")
+
+
+def ort_vitb_batch8(args) -> None:
+    import onnxruntime as ort
+
+    from dtp_deploy.bench.run import input_pool, load_models, schedule_thresholds
+    from exporters import export_onnx
+
+    model = load_models(["random:dtop-vit-b"])[0][1]
+    images, _ = input_pool(model, 8, 512, 512)
+    model.set_thresholds(schedule_thresholds(model, images, [0.6, 0.5]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pruned.onnx"
+        export_onnx(model, path, flavour="portable", batch=8, dynamic_batch=True, check=False,
+                    progress=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(path), options)
+        for _ in range(3):
+            outputs = session.run(None, {"images": images.numpy()})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    print("keep counts per image and stage:", outputs[1].tolist())
+    calls = collections.defaultdict(list)
+    shapes = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["args"]["op_name"] == "Softmax":
+            shape = next(iter(e["args"]["input_type_shape"][0].values()))
+            if shape[1] == 12:  # the encoder's attention, not the heads' (6 heads)
+                calls[e["name"]].append(e["dur"] / 1e3)
+                shapes[e["name"]] = shape
+    for name, durations in calls.items():  # the last run of each node: warm
+        print(f"  {name:28s} {str(shapes[name]):22s} {durations[-1]:7.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    probes = parser.add_subparsers(dest="probe", required=True)
+    change = probes.add_parser("shape-change", help="OpenVINO's cost of a token count change")
+    change.add_argument("--model", default="dtop-vit-t", help="built-in model name")
+    change.add_argument("--precision", default="bf16", choices=["bf16", "f32"])
+    change.add_argument("--scenes", type=int, default=16)
+    change.add_argument("--extension", help="libdtp_openvino_ops.so: also time the native dtp ops")
+    change.add_argument("--threads", type=int, default=1)
+    change.set_defaults(run=shape_change)
+    gemm = probes.add_parser("gemm-chain", help="GEMM time vs rows, static and data-dependent")
+    gemm.add_argument("--threads", type=int, default=2)
+    gemm.set_defaults(run=gemm_chain)
+    softmax = probes.add_parser("ort-softmax", help="ONNX Runtime's Softmax on attention logits")
+    softmax.add_argument("--threads", type=int, default=2)
+    softmax.set_defaults(run=ort_softmax)
+    vitb = probes.add_parser("ort-vitb-batch8", help="the same in the exported ViT-B batch-8 graph")
+    vitb.add_argument("--threads", type=int, default=2)
+    vitb.set_defaults(run=ort_vitb_batch8)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
