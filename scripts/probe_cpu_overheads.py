@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py shape-change --precision bf16 \\
         --extension build/runtime-openvino/openvino/libdtp_openvino_ops.so
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py gemm-chain
-    PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py ort-softmax
+    PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py softmax
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py ort-vitb-batch8
 
 * ``shape-change``: OpenVINO on the built-in model's dense and pruned graphs (and the plugin
@@ -12,16 +12,19 @@
 * ``gemm-chain``: 8 ViT-B MLPs (16 GEMMs, 768 <-> 3072) on 1024 and 640 rows, with a static row
   count and with one chosen at run time by NonZero + Gather, on OpenVINO bf16/f32 and ONNX
   Runtime: does the time shrink with the rows?
-* ``ort-softmax``: ONNX Runtime's own profile of the Softmax in a batch-8 ViT-B attention
-  (``[8, 12, M, M]``), M static or chosen at run time.
+* ``softmax``: ONNX Runtime's own profile of the Softmax in a batch-8 ViT-B attention
+  (``[8, 12, 1024, 1024]``) on logits whose exponentials stay normal floats, and on two kinds
+  whose exponentials reach the denormal range (wide logits; keys masked by the padding bias),
+  with denormals kept and flushed to zero; and OpenVINO's time for the whole attention graph
+  in the same six cases.
 * ``ort-vitb-batch8``: the same profile of the exported ViT-B 512 pruned graph (random weights,
-  ``dtp-bench``'s keep schedule 0.6,0.5 on the batch): every attention Softmax, in order.
+  ``dtp-bench``'s keep schedule 0.6,0.5 on the batch): every attention Softmax, in order, with
+  denormals kept and flushed.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import sys
 import tempfile
@@ -33,6 +36,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from dtp_deploy.models.vit import PAD_BIAS  # noqa: E402 - after the path set-up
 
 
 def _graph(nodes: list, inputs: list, initializers: list) -> bytes:
@@ -146,43 +151,71 @@ def gemm_chain(args) -> None:
             print(f"onnxruntime fp32 {kind} {rows} rows: {_median_ms(5, session.run, None, feed):.2f} ms")
 
 
-def ort_softmax(args) -> None:
+def _ort_session(graph, threads: int, flush: bool, profile_dir: str):
+    """A profiling session and its denormal handling, as the runtime's ONNX Runtime backend sets
+    them up (``flush``: denormals flushed to zero in every thread that runs it)."""
     import onnxruntime as ort
 
+    from dtp_deploy.runtime.denormals import FlushDenormals
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(profile_dir) / "profile")
+    denormals = FlushDenormals()
+    if flush:
+        denormals.enable(options)
+    with denormals.creating():
+        return ort.InferenceSession(graph, options), denormals
+
+
+def _kernel_ms(session, op_type: str) -> list[tuple[str, list, float]]:
+    """``(node, input shape, ms)`` of every run of every ``op_type`` node in the profile."""
+    events = json.loads(Path(session.end_profiling()).read_text())
+    return [(e["name"], next(iter(e["args"]["input_type_shape"][0].values())), e["dur"] / 1e3)
+            for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+            and e["args"]["op_name"] == op_type]
+
+
+def softmax(args) -> None:
+    import openvino as ov
+
     x = np.random.default_rng(0).standard_normal((8, 12, 1024, 64)).astype(np.float32)
-    for data_dependent in (False, True):
-        nodes, src = _select_rows("x", 2) if data_dependent else ([], "x")
-        nodes += [helper.make_node("Transpose", [src], ["xt"], perm=[0, 1, 3, 2]),
-                  helper.make_node("MatMul", [src, "xt"], ["s"]),
-                  helper.make_node("Softmax", ["s"], ["p"], axis=-1),
-                  helper.make_node("MatMul", ["p", src], ["y"])]
-        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 12, 1024, 64])]
-        zero = []
-        if data_dependent:
-            inputs.append(helper.make_tensor_value_info("m", TensorProto.BOOL, [1024]))
-            zero.append(numpy_helper.from_array(np.array([0], np.int64), "zero"))
-        with tempfile.TemporaryDirectory() as tmp:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = args.threads
-            options.enable_profiling = True
-            options.profile_file_prefix = str(Path(tmp) / "profile")
-            session = ort.InferenceSession(_graph(nodes, inputs, zero), options)
-            for keep in (1024, 976) * 4:  # two token counts in turn, as a pool of two batches
-                session.run(None, {"x": x, "m": np.arange(1024) < keep} if data_dependent else {"x": x})
-            events = json.loads(Path(session.end_profiling()).read_text())
-        by_op = collections.defaultdict(list)
-        for e in events:
-            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-                by_op[e["args"]["op_name"]].append(e["dur"] / 1e3)
-        softmax = by_op["Softmax"][2:]  # the first two calls grow the memory arena
-        kind = "M chosen at run time (1024 and 976 in turn)" if data_dependent else "M static (1024)"
-        print(f"onnxruntime Softmax [8, 12, M, M], {kind}: median {np.median(softmax):.0f} ms "
-              f"(min {min(softmax):.0f}, max {max(softmax):.0f}) over {len(softmax)} calls")
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["x", "xt"], ["s"]),
+             helper.make_node("Mul", ["s", "scale"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "x"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 12, 1024, 64]),
+              helper.make_tensor_value_info("scale", TensorProto.FLOAT, []),
+              helper.make_tensor_value_info("bias", TensorProto.FLOAT, [1024])]
+    graph = _graph(nodes, inputs, [])
+    padded = np.where(np.arange(1024) < 512, 0, PAD_BIAS).astype(np.float32)
+    cases = {"logits scaled by 1/sqrt(d)": (0.125, np.zeros(1024, np.float32)),
+             "logits unscaled (wider)": (1.0, np.zeros(1024, np.float32)),
+             f"logits scaled, half the keys padded (bias {PAD_BIAS:g})": (0.125, padded)}
+    for case, (scale, bias) in cases.items():
+        for flush in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                session, denormals = _ort_session(graph, args.threads, flush, tmp)
+                feed = {"x": x, "scale": np.array(scale, np.float32), "bias": bias}
+                with denormals.running():
+                    for _ in range(5):
+                        session.run(None, feed)
+                softmax = [ms for _, _, ms in _kernel_ms(session, "Softmax")][1:]  # first: warm-up
+            print(f"onnxruntime Softmax [8, 12, 1024, 1024], {case}, denormals "
+                  f"{'flushed' if flush else 'kept'}: median {np.median(softmax):.0f} ms")
+        for flush in (False, True):
+            request = ov.Core().compile_model(ov.Core().read_model(graph, b""), "CPU", {
+                "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": args.threads,
+                "CPU_DENORMALS_OPTIMIZATION": flush}).create_infer_request()
+            request.infer(feed)
+            print(f"openvino f32 whole attention, {case}, denormals {'flushed' if flush else 'kept'}: "
+                  f"median {_median_ms(5, request.infer, feed):.0f} ms")
 
 
 def ort_vitb_batch8(args) -> None:
-    import onnxruntime as ort
-
     from dtp_deploy.bench.run import input_pool, load_models, schedule_thresholds
     from exporters import export_onnx
 
@@ -193,25 +226,21 @@ def ort_vitb_batch8(args) -> None:
         path = Path(tmp) / "pruned.onnx"
         export_onnx(model, path, flavour="portable", batch=8, dynamic_batch=True, check=False,
                     progress=False)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(path), options)
-        for _ in range(3):
-            outputs = session.run(None, {"images": images.numpy()})
-        events = json.loads(Path(session.end_profiling()).read_text())
+        runs = {}
+        for flush in (False, True):
+            session, denormals = _ort_session(str(path), args.threads, flush, tmp)
+            with denormals.running():
+                for _ in range(3):
+                    outputs = session.run(None, {"images": images.numpy()})
+            last = {}  # the last run of each node: warm
+            for node, shape, ms in _kernel_ms(session, "Softmax"):
+                if shape[1] == 12:  # the encoder's attention, not the heads' (6 heads)
+                    last[node] = (shape, ms)
+            runs[flush] = last
     print("keep counts per image and stage:", outputs[1].tolist())
-    calls = collections.defaultdict(list)
-    shapes = {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["args"]["op_name"] == "Softmax":
-            shape = next(iter(e["args"]["input_type_shape"][0].values()))
-            if shape[1] == 12:  # the encoder's attention, not the heads' (6 heads)
-                calls[e["name"]].append(e["dur"] / 1e3)
-                shapes[e["name"]] = shape
-    for name, durations in calls.items():  # the last run of each node: warm
-        print(f"  {name:28s} {str(shapes[name]):22s} {durations[-1]:7.0f} ms")
+    print(f"  {'Softmax node':28s} {'input shape':22s} denormals kept / flushed")
+    for node, (shape, ms) in runs[False].items():
+        print(f"  {node:28s} {str(shape):22s} {ms:7.0f} / {runs[True][node][1]:.0f} ms")
 
 
 def main() -> None:
@@ -227,9 +256,9 @@ def main() -> None:
     gemm = probes.add_parser("gemm-chain", help="GEMM time vs rows, static and data-dependent")
     gemm.add_argument("--threads", type=int, default=2)
     gemm.set_defaults(run=gemm_chain)
-    softmax = probes.add_parser("ort-softmax", help="ONNX Runtime's Softmax on attention logits")
-    softmax.add_argument("--threads", type=int, default=2)
-    softmax.set_defaults(run=ort_softmax)
+    soft = probes.add_parser("softmax", help="attention Softmax with denormals kept and flushed")
+    soft.add_argument("--threads", type=int, default=2)
+    soft.set_defaults(run=softmax)
     vitb = probes.add_parser("ort-vitb-batch8", help="the same in the exported ViT-B batch-8 graph")
     vitb.add_argument("--threads", type=int, default=2)
     vitb.set_defaults(run=ort_vitb_batch8)

@@ -143,22 +143,25 @@ class TorchBackend(Backend):
 
 
 # -- ONNX Runtime on the portable graph ----------------------------------------------------------
-class OrtVariant(Variant):
-    def __init__(self, session, input_name: str) -> None:
-        self.session, self.input_name = session, input_name
+class RuntimeVariant(Variant):
+    """A graph on one of the runtime's CPU backends (ONNX Runtime or OpenVINO), run as an
+    application runs it."""
+
+    def __init__(self, runner) -> None:
+        self.runner = runner
 
     def place(self, images, thresholds=None):
         if thresholds is not None:
-            raise BackendUnavailable("thresholds are baked into the ONNX graph")
+            raise BackendUnavailable("thresholds are baked into the graph")
         return np.ascontiguousarray(images.numpy(), np.float32)
 
     def timed(self, placed):
         t0 = time.perf_counter()
-        _, keep = self.session.run(["scores", "keep_counts"], {self.input_name: placed})
+        _, keep = self.runner.run(placed)
         return (time.perf_counter() - t0) * 1e3, np.asarray(keep)
 
     def outputs(self, placed):
-        scores, keep = self.session.run(["scores", "keep_counts"], {self.input_name: placed})
+        scores, keep = self.runner.run(placed)
         return np.asarray(scores, np.float32), np.asarray(keep)
 
 
@@ -229,22 +232,15 @@ class OrtBackend(Backend):
 
     def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir,
                 precision="fp32", calibration=None):
-        import onnxruntime as ort
-
+        from ..runtime.backends import OrtBackend as Runner
         from .quantize import quantize_onnxruntime
 
         path = timed_graph(model, pruned=pruned, batch=batch, height=height, width=width, workdir=workdir,
                            precision=precision, calibration=calibration, quantize=quantize_onnxruntime,
                            suffix=".onnx")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
         # idle ONNX Runtime threads spin by default, stealing cores from the variant that runs
         # next in the interleaved loop; a deployed process runs one model, so spinning is off here
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        session = ort.InferenceSession(str(path), options, providers=[self._provider(device)])
-        return OrtVariant(session, session.get_inputs()[0].name)
+        return RuntimeVariant(Runner(path, device, threads=self.threads, spin=False))
 
     def version(self):
         try:
@@ -254,22 +250,6 @@ class OrtBackend(Backend):
 
 
 # -- OpenVINO on the portable graph ---------------------------------------------------------------
-class OpenVinoVariant(OrtVariant):
-    """The runtime's OpenVINO backend (:class:`dtp_deploy.runtime.backends.OpenVinoBackend`)."""
-
-    def __init__(self, runner) -> None:
-        self.runner = runner
-
-    def timed(self, placed):
-        t0 = time.perf_counter()
-        _, keep = self.runner.run(placed)
-        return (time.perf_counter() - t0) * 1e3, np.asarray(keep)
-
-    def outputs(self, placed):
-        scores, keep = self.runner.run(placed)
-        return np.asarray(scores, np.float32), np.asarray(keep)
-
-
 class OpenVinoBackend(Backend):
     """OpenVINO on the CPU: the portable graph at f32 (exact), bf16 (where the CPU has it) or
     NNCF INT8, compiled with the latency hint."""
@@ -305,7 +285,7 @@ class OpenVinoBackend(Backend):
                            precision=precision, calibration=calibration, quantize=quantize_openvino,
                            suffix=".xml")  # OpenVINO IR: NNCF's output
         # int8 runs its quantized layers in int8 and the rest in f32
-        return OpenVinoVariant(Runner(path, threads=self.threads,
+        return RuntimeVariant(Runner(path, threads=self.threads,
                                       precision="bf16" if precision == "bf16" else "f32"))
 
     def version(self):

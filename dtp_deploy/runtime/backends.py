@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dtp_deploy.metadata import ModelMetadata
+from dtp_deploy.runtime.denormals import FlushDenormals
 
 BACKENDS = ("auto", "ort", "trt", "openvino")
 _ALIASES = {"onnxruntime": "ort", "tensorrt": "trt", "ov": "openvino"}
@@ -63,11 +64,16 @@ def resolve_backend(path: Path, backend: str) -> str:
 
 class OrtBackend:
     """ONNX Runtime. Plugin-flavour graphs (``dtp`` domain nodes) run their token ops through
-    the CPU implementation of the ``dtp`` domain (needs ``onnx`` and onnxruntime-extensions)."""
+    the CPU implementation of the ``dtp`` domain (needs ``onnx`` and onnxruntime-extensions).
+    Runs flush denormal floats to zero (:mod:`dtp_deploy.runtime.denormals` says why and how the
+    calling thread is left as it was)."""
 
     name = "ort"
 
-    def __init__(self, path: Path, device: str = "cpu", *, threads: int | None = None) -> None:
+    def __init__(self, path: Path, device: str = "cpu", *, threads: int | None = None,
+                 spin: bool = True) -> None:
+        """``spin=False`` stops idle worker threads from spinning (ONNX Runtime's default is to
+        spin: lower latency, but the cores stay busy between calls)."""
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -86,15 +92,20 @@ class OrtBackend:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.denormals = FlushDenormals()
+        self.denormals.enable(options)
         self.device = f"{kind}:{index}" if kind == "cuda" else "cpu"
         self.plugin_graph = False
-        try:
-            self.session = ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
-        except Exception as err:  # ORT raises its own exception types
-            if "dtp" not in str(err) and "TokenSplit" not in str(err):
-                raise RuntimeSetupError(f"{path}: ONNX Runtime cannot load it: {err}") from err
-            self.session = _plugin_session(path, providers, options)
-            self.plugin_graph = True
+        with self.denormals.creating():
+            try:
+                self.session = ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
+            except Exception as err:  # ORT raises its own exception types
+                if "dtp" not in str(err) and "TokenSplit" not in str(err):
+                    raise RuntimeSetupError(f"{path}: ONNX Runtime cannot load it: {err}") from err
+                self.session = _plugin_session(path, providers, options)
+                self.plugin_graph = True
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise RuntimeSetupError(f"{path}: expected one input 'images', the graph has "
@@ -112,7 +123,8 @@ class OrtBackend:
         self.props = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        scores, keep = self.session.run(["scores", "keep_counts"], {self.input_name: images})
+        with self.denormals.running():
+            scores, keep = self.session.run(["scores", "keep_counts"], {self.input_name: images})
         return scores, keep
 
 
