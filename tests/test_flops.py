@@ -37,10 +37,10 @@ def test_analytic_macs_match_flop_counter(arch, size, pruning, thresholds):
         assert counts[0, 1] < counts[0, 0]
 
 
-def test_batch_macs_count_attention_and_heads_at_the_padded_width():
-    """A batch with different keep counts: torch's counter sees the blocks' linear layers on
-    each image's own rows and attention and the heads at the batch's largest keep count, which
-    is what ``macs(..., widths)`` says the batch computes."""
+def test_batch_macs_count_the_heads_at_the_padded_width():
+    """A batch with different keep counts: torch's counter sees the blocks (attention included)
+    on each image's own rows and the heads at the batch's largest keep count, which is what
+    ``macs(..., widths)`` says the batch computes."""
     model = build_model("dtop-vit-t", num_classes=6).eval().requires_grad_(False)
     with torch.no_grad():
         for head in model.heads:
@@ -55,4 +55,4 @@ def test_batch_macs_count_attention_and_heads_at_the_padded_width():
     batch = sum(model.macs(row, (4, 6), widths)["total"] for row in counts.tolist())
     assert counter.get_total_flops() == 2 * batch
     per_image = sum(model.macs(row, (4, 6))["total"] for row in counts.tolist())
-    assert per_image < batch  # padding still costs something: attention and the heads
+    assert per_image < batch  # padding still costs something: the heads

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dtp_deploy.models import build_model
-from dtp_deploy.models.vit import PackedRows
+from dtp_deploy.models.vit import PackedRows, padding_bias
 
 
 def official_loop(model, image):
@@ -107,7 +107,9 @@ def test_threshold_count_is_checked():
 
 
 def test_no_host_sync_loops_in_forward_source():
-    """The forward pass must not loop over the batch or classes, nor call .item()."""
+    """The forward pass must not wait on the host per value (.item(), .tolist()). (Attention
+    after a split does loop over the images of a known batch size, on purpose: each image's
+    attention then runs on exactly its rows.)"""
     import inspect
 
     from dtp_deploy.models import heads, segmenter, vit
@@ -148,3 +150,25 @@ def test_blocks_after_a_split_run_on_the_kept_rows_of_the_batch_only():
     for stage, (start, end) in enumerate(model.stage_ranges()):
         want += [int(counts[:, stage].sum())] * (end - start)
     assert rows_seen == want
+
+
+@pytest.mark.parametrize("batch_known", [True, False], ids=["per-image", "padded"])
+def test_attention_of_a_packed_batch_sees_each_image_alone(batch_known):
+    """Attention after a split: image by image where the batch size is known (no padding at
+    all), on the padded layout with the key-padding bias where it is not. Both equal each
+    image run alone, an image with no rows left included."""
+    torch.manual_seed(0)
+    block = make_model((0.3, 0.3)).encoder.blocks[0]
+    index = torch.tensor([[0, 1, 2, -1], [-1, -1, -1, -1], [3, 1, -1, -1]], dtype=torch.int32)
+    tokens = torch.randn(3, 4, block.attn.proj.in_features)
+    packed = PackedRows(index)
+    if not batch_known:
+        packed.counts = None  # what a graph with a run-time batch size has
+    with torch.inference_mode():
+        out = packed.unpack(block(packed.pack(tokens), padding_bias(index, tokens.dtype), packed))
+        for b, n in enumerate((index >= 0).sum(dim=1).tolist()):
+            alone = block(tokens[b:b + 1, :n])[0]
+            torch.testing.assert_close(out[b, :n], alone, atol=1e-5, rtol=1e-5)
+            assert out[b, n:].eq(0).all()
+    if batch_known:
+        assert packed.counts == [3, 0, 2]

@@ -8,10 +8,10 @@ heads compute, how they grade tokens and how the final map is formed:
   canvas of mask logits.
 * DoViT (Liu et al., WACV 2024) plugs into the same loop with frozen features instead.
 
-Everything is batched: after a split the batch is padded to the largest keep count and later
-blocks use a key-padding bias, so each image keeps exactly its own token set. Inside a stage
-the blocks run on the packed real rows of the batch (:class:`~.vit.PackedRows`): only
-attention sees the padding.
+Everything is batched: after a split the batch is padded to the largest keep count, so each
+image keeps exactly its own token set. Inside a stage the blocks run on the packed real rows
+of the batch (:class:`~.vit.PackedRows`); attention runs image by image where the batch size is
+known, and with a key-padding bias on the padded layout where it is not.
 """
 
 from __future__ import annotations
@@ -139,8 +139,9 @@ class TokenPruningSegmenter(nn.Module):
         Element-wise ops, norms and softmax are not counted, as in fvcore.
 
         ``widths``: the per-stage padded width of the batch the image ran in (its largest keep
-        counts): what a batch really computes for the image. The blocks' row-wise work is
-        packed and stays per image; attention and the heads run at the padded width.
+        counts): the heads run at it, so this is what a batch really computes for the image.
+        The blocks run each image on its own rows (a graph exported for a run-time batch size
+        also runs their attention at the padded width; that is not counted here).
         """
         grid_tokens = grid[0] * grid[1]
         out = {"patch_embed": self.encoder.patch_embed.macs(grid_tokens), "blocks": 0, "heads": 0}
@@ -148,8 +149,7 @@ class TokenPruningSegmenter(nn.Module):
         widths = keep_counts if widths is None else widths
         extra = self.encoder.num_class_tokens
         for stage, ((start, end), n, w) in enumerate(zip(self.stage_ranges(), keep_counts, widths)):
-            out["blocks"] += sum(self.encoder.blocks[i].macs(int(n) + extra, int(w) + extra)
-                                 for i in range(start, end))
+            out["blocks"] += sum(self.encoder.blocks[i].macs(int(n) + extra) for i in range(start, end))
             if stage == last or self.pruning:
                 out["heads"] += self.head_macs(stage, int(w), grid_tokens)
         out["total"] = out["patch_embed"] + out["blocks"] + out["heads"]

@@ -38,15 +38,26 @@ class PackedRows:
 
     After a split every image of a batch is padded to the largest keep count. Norms, linear
     layers and the MLP treat rows independently, so they run on the T kept rows of the whole
-    batch and never on padding; only attention needs each image's rows apart, and it alone sees
-    the padded layout (FasterTransformer's "remove padding"). A batch then costs what its images
-    cost, plus attention over the padded width.
+    batch and never on padding (FasterTransformer's "remove padding"). Attention needs each
+    image's rows apart: it runs image by image on exactly its rows where the batch size is
+    known, and on the padded layout otherwise. A batch then costs what its images cost.
     """
 
     def __init__(self, index: Tensor) -> None:
         """``index``: ``(B, M)`` token positions, -1 for padding."""
         self.batch, self.width = index.shape
-        self.rows = torch.nonzero(index.reshape(-1) >= 0).squeeze(1)  # (T,) flat row numbers
+        real = index >= 0
+        # counts: each image's number of rows, where the batch size is known (always in eager
+        # mode; in graphs of a fixed batch), so that attention can run image by image on
+        # exactly its rows. A graph of a run-time batch size has no per-image list to unroll:
+        # there attention runs on the padded layout with the key-padding bias.
+        self.counts: list | None = None
+        if isinstance(self.batch, int):
+            per_image = [torch.nonzero(real[b]).squeeze(1) for b in range(self.batch)]
+            self.counts = [rows.shape[0] for rows in per_image]
+            self.rows = torch.cat([rows + b * self.width for b, rows in enumerate(per_image)])
+        else:
+            self.rows = torch.nonzero(real.reshape(-1)).squeeze(1)  # (T,) flat row numbers
 
     def pack(self, x: Tensor) -> Tensor:
         """``(B, M, D) -> (T, D)``: the real rows, image after image."""
@@ -83,13 +94,20 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None, packed: PackedRows | None = None) -> Tensor:
         """``(B, N, C)``, or ``(T, C)`` rows of a ``packed`` batch (attention alone runs padded)."""
         qkv = self.qkv(x)
+        if packed is not None and packed.counts is not None:  # image by image, no padding
+            out = torch.cat([self._attend(part[None], None)[0] for part in qkv.split(packed.counts)])
+            return self.proj(out)
         if packed is not None:
             qkv = packed.unpack(qkv)
+        out = self._attend(qkv, bias)
+        return self.proj(out if packed is None else packed.pack(out))
+
+    def _attend(self, qkv: Tensor, bias: Tensor | None) -> Tensor:
+        """``(B, N, 3C)`` projected tokens -> ``(B, N, C)`` attention output."""
         b, n, c3 = qkv.shape
         c = c3 // 3
         qkv = qkv.reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = attention(qkv[0], qkv[1], qkv[2], bias).transpose(1, 2).reshape(b, n, c)
-        return self.proj(out if packed is None else packed.pack(out))
+        return attention(qkv[0], qkv[1], qkv[2], bias).transpose(1, 2).reshape(b, n, c)
 
 
 class Mlp(nn.Module):
@@ -118,12 +136,10 @@ class Block(nn.Module):
         x = x + self.attn(self.norm1(x), bias, packed)
         return x + self.mlp(self.norm2(x))
 
-    def macs(self, num_tokens: int, width: int | None = None) -> int:
-        """Multiply-adds for ``num_tokens`` tokens: linear layers, and the two attention matmuls
-        over ``width`` rows (a packed batch's padded width; default ``num_tokens``)."""
+    def macs(self, num_tokens: int) -> int:
+        """Multiply-adds for ``num_tokens`` tokens: linear layers and the two attention matmuls."""
         dim, hidden = self.mlp.fc1.in_features, self.mlp.fc1.out_features
-        width = num_tokens if width is None else width
-        return num_tokens * (4 * dim * dim + 2 * dim * hidden) + 2 * width * width * dim
+        return num_tokens * (4 * dim * dim + 2 * dim * hidden) + 2 * num_tokens * num_tokens * dim
 
 
 class ViTEncoder(nn.Module):

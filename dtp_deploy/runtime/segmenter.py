@@ -134,8 +134,8 @@ class Segmenter(DescribedByMetadata):
                 ``metadata_props``; default: ``<engine>.json``, ``<stem>.json`` or ``<stem>.onnx``.
             threads: ONNX Runtime intra-op / OpenVINO inference threads (default: the engine's).
             max_batch: windows per inference call when the graph's batch is dynamic. A pruned
-                batch computes attention and the heads at its largest keep count: on the CPU,
-                large models run faster with 1 (see BENCHMARKS.md, batch 8).
+                dynamic batch computes attention and the heads at its largest keep count: on
+                the CPU, large models run faster with 1 (see BENCHMARKS.md, batch 8).
             precision: OpenVINO only: ``"f32"`` (default, exact), ``"bf16"`` or ``"f16"``
                 (only where the CPU supports it natively; refused otherwise).
             performance_hint: OpenVINO only: ``"latency"`` (default) or ``"throughput"``.
