@@ -18,8 +18,9 @@
   with denormals kept and flushed to zero; and OpenVINO's time for the whole attention graph
   in the same six cases.
 * ``ort-vitb-batch8``: the same profile of the exported ViT-B 512 pruned graph (random weights,
-  ``dtp-bench``'s keep schedule 0.6,0.5 on the batch): every attention Softmax, in order, with
-  denormals kept and flushed.
+  ``dtp-bench``'s keep schedule 0.6,0.5 on the batch; a dynamic batch, so attention after a
+  split runs on the padded layout): every attention Softmax, in order, with denormals kept and
+  flushed.
 """
 
 from __future__ import annotations

@@ -212,8 +212,8 @@ def _variant_stats(model, samples: dict[str, list], batch: int, grid: tuple[int,
     keep = np.concatenate(samples["keep"])
     tokens = grid[0] * grid[1]
     per_image = gmacs(model, keep, grid, pruned)
-    # a batch pads every image to its largest keep count per stage: attention and the heads
-    # compute at that width (the blocks' row-wise work is packed), which is what a batch costs
+    # a batch pads every image to its largest keep count per stage: the heads compute at that
+    # width (the blocks run each image on its own rows), which is what a batch costs
     widths = np.concatenate([np.broadcast_to(np.asarray(k).max(0), np.shape(k)) for k in samples["keep"]])
     lat = percentiles(ms)
     # The pool's inputs keep different token counts, so the median call is not the average
