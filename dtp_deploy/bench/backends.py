@@ -142,7 +142,7 @@ class TorchBackend(Backend):
         return torch.__version__
 
 
-# -- ONNX Runtime on the portable graph ----------------------------------------------------------
+# -- the runtime's CPU backends on the portable graph --------------------------------------------
 class RuntimeVariant(Variant):
     """A graph on one of the runtime's CPU backends (ONNX Runtime or OpenVINO), run as an
     application runs it."""
@@ -209,6 +209,7 @@ def timed_graph(model, *, pruned: bool, batch: int, height: int, width: int, wor
     return quantize(path, path.with_name(path.stem + "-int8" + suffix), calibration, batch)
 
 
+# -- ONNX Runtime ---------------------------------------------------------------------------------
 class OrtBackend(Backend):
     name = "ort"
 
@@ -249,7 +250,7 @@ class OrtBackend(Backend):
             return None
 
 
-# -- OpenVINO on the portable graph ---------------------------------------------------------------
+# -- OpenVINO --------------------------------------------------------------------------------------
 class OpenVinoBackend(Backend):
     """OpenVINO on the CPU: the portable graph at f32 (exact), bf16 (where the CPU has it) or
     NNCF INT8, compiled with the latency hint."""
