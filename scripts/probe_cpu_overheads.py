@@ -3,6 +3,7 @@
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py shape-change --precision bf16 \\
         --extension build/runtime-openvino/openvino/libdtp_openvino_ops.so
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py gemm-chain
+    PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py gemm-rows
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py softmax
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py ort-vitb-batch8
 
@@ -12,6 +13,8 @@
 * ``gemm-chain``: 8 ViT-B MLPs (16 GEMMs, 768 <-> 3072) on 1024 and 640 rows, with a static row
   count and with one chosen at run time by NonZero + Gather, on OpenVINO bf16/f32 and ONNX
   Runtime: does the time shrink with the rows?
+* ``gemm-rows``: the same chain on OpenVINO bf16 and f32 at every row count from 512 to 1024
+  (step 32): how the time follows the row count.
 * ``softmax``: ONNX Runtime's own profile of the Softmax in a batch-8 ViT-B attention
   (``[8, 12, 1024, 1024]``) on logits whose exponentials stay normal floats, and on two kinds
   whose exponentials reach the denormal range (wide logits; keys masked by the padding bias),
@@ -106,42 +109,65 @@ def shape_change(args) -> None:
                   f"cycling through {args.scenes} scenes, {np.mean(repeating) * 1e3:.2f} ms repeating each")
 
 
-def gemm_chain(args) -> None:
-    import onnxruntime as ort
-    import openvino as ov
+_MLP_DIM, _MLP_HIDDEN = 768, 3072  # ViT-B
 
-    dim, hidden = 768, 3072
+
+def _mlp_chain(data_dependent: bool) -> bytes:
+    """8 ViT-B MLPs (16 GEMMs) on ``x`` ``[1, n, 768]``; ``data_dependent``: on the rows that
+    the input mask ``m`` keeps (NonZero + Gather), as after a split."""
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array((rng.standard_normal(shape) * 0.02).astype(np.float32), name)
-               for name, shape in (("w1", (dim, hidden)), ("w2", (hidden, dim)))]
+               for name, shape in (("w1", (_MLP_DIM, _MLP_HIDDEN)), ("w2", (_MLP_HIDDEN, _MLP_DIM)))]
     zero = numpy_helper.from_array(np.array([0], np.int64), "zero")
+    nodes, src = _select_rows("x", 1) if data_dependent else ([], "x")
+    for i in range(8):
+        nodes += [helper.make_node("MatMul", [src, "w1"], [f"a{i}"]),
+                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"]),
+                  helper.make_node("MatMul", [f"r{i}", "w2"], [f"b{i}"]),
+                  helper.make_node("Add", [src, f"b{i}"], [f"x{i}"])]
+        src = f"x{i}"
+    nodes.append(helper.make_node("Identity", [src], ["y"]))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n", _MLP_DIM])]
+    if data_dependent:
+        inputs.append(helper.make_tensor_value_info("m", TensorProto.BOOL, ["n"]))
+    return _graph(nodes, inputs, weights + [zero] * data_dependent)
 
-    def chain(data_dependent: bool) -> bytes:
-        nodes, src = _select_rows("x", 1) if data_dependent else ([], "x")
-        for i in range(8):
-            nodes += [helper.make_node("MatMul", [src, "w1"], [f"a{i}"]),
-                      helper.make_node("Relu", [f"a{i}"], [f"r{i}"]),
-                      helper.make_node("MatMul", [f"r{i}", "w2"], [f"b{i}"]),
-                      helper.make_node("Add", [src, f"b{i}"], [f"x{i}"])]
-            src = f"x{i}"
-        nodes.append(helper.make_node("Identity", [src], ["y"]))
-        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n", dim])]
-        if data_dependent:
-            inputs.append(helper.make_tensor_value_info("m", TensorProto.BOOL, ["n"]))
-        return _graph(nodes, inputs, weights + [zero] * data_dependent)
 
+def _openvino_request(graph: bytes, precision: str, threads: int):
+    import openvino as ov
+
+    core = ov.Core()
+    return core.compile_model(core.read_model(graph, b""), "CPU", {
+        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+
+
+def gemm_rows(args) -> None:
+    rng = np.random.default_rng(1)
+    graph = _mlp_chain(data_dependent=False)
+    for precision in ("bf16", "f32"):
+        request = _openvino_request(graph, precision, args.threads)
+        times = []
+        for rows in range(args.start, args.stop + 1, args.step):
+            feed = {"x": rng.standard_normal((1, rows, _MLP_DIM)).astype(np.float32)}
+            request.infer(feed)
+            times.append(f"{rows}: {_median_ms(10, request.infer, feed):.1f}")
+        print(f"openvino {precision}, 16 GEMMs, ms by row count: " + ", ".join(times))
+
+
+def gemm_chain(args) -> None:
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
     for data_dependent in (False, True):
-        graph = chain(data_dependent)
+        graph = _mlp_chain(data_dependent)
         for rows in (1024, 640):
             # data-dependent: 1024 rows in, the mask keeps `rows`; static: `rows` rows in
-            x = rng.standard_normal((1, 1024 if data_dependent else rows, dim)).astype(np.float32)
+            x = rng.standard_normal((1, 1024 if data_dependent else rows, _MLP_DIM)).astype(np.float32)
             feed = {"x": x, "m": np.arange(1024) < rows} if data_dependent else {"x": x}
             kind = "data-dependent" if data_dependent else "static"
             for precision in ("bf16", "f32"):
-                compiled = ov.Core().compile_model(ov.Core().read_model(graph, b""), "CPU", {
-                    "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": args.threads,
-                    "PERFORMANCE_HINT": "LATENCY"})
-                request = compiled.create_infer_request()
+                request = _openvino_request(graph, precision, args.threads)
                 request.infer(feed)
                 print(f"openvino {precision} {kind} {rows} rows: "
                       f"{_median_ms(10, request.infer, feed):.2f} ms")
@@ -257,6 +283,12 @@ def main() -> None:
     gemm = probes.add_parser("gemm-chain", help="GEMM time vs rows, static and data-dependent")
     gemm.add_argument("--threads", type=int, default=2)
     gemm.set_defaults(run=gemm_chain)
+    sweep = probes.add_parser("gemm-rows", help="OpenVINO GEMM time over a range of row counts")
+    sweep.add_argument("--start", type=int, default=512)
+    sweep.add_argument("--stop", type=int, default=1024)
+    sweep.add_argument("--step", type=int, default=32)
+    sweep.add_argument("--threads", type=int, default=2)
+    sweep.set_defaults(run=gemm_rows)
     soft = probes.add_parser("softmax", help="attention Softmax with denormals kept and flushed")
     soft.add_argument("--threads", type=int, default=2)
     soft.set_defaults(run=softmax)
