@@ -152,15 +152,30 @@ def test_blocks_after_a_split_run_on_the_kept_rows_of_the_batch_only():
     assert rows_seen == want
 
 
+def _random_index(seed: int) -> torch.Tensor:
+    """A split's ``(B, M)`` output index: each image's kept positions first, then -1 padding;
+    counts from 0 to M, the largest always M."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, width = 5, 7
+    counts = torch.randint(0, width + 1, (batch,), generator=gen)
+    counts[int(torch.randint(0, batch, (1,), generator=gen))] = width
+    index = torch.full((batch, width), -1, dtype=torch.int32)
+    for b, n in enumerate(counts.tolist()):
+        index[b, :n] = torch.randperm(40, generator=gen)[:n].sort().values.to(torch.int32)
+    return index
+
+
 @pytest.mark.parametrize("batch_known", [True, False], ids=["per-image", "padded"])
-def test_attention_of_a_packed_batch_sees_each_image_alone(batch_known):
+@pytest.mark.parametrize("index", [
+    torch.tensor([[0, 1, 2, -1], [-1, -1, -1, -1], [3, 1, -1, -1]], dtype=torch.int32),
+    *(_random_index(seed) for seed in range(3))], ids=["with-empty-image", "random0", "random1", "random2"])
+def test_attention_of_a_packed_batch_sees_each_image_alone(batch_known, index):
     """Attention after a split: image by image where the batch size is known (no padding at
     all), on the padded layout with the key-padding bias where it is not. Both equal each
     image run alone, an image with no rows left included."""
     torch.manual_seed(0)
     block = make_model((0.3, 0.3)).encoder.blocks[0]
-    index = torch.tensor([[0, 1, 2, -1], [-1, -1, -1, -1], [3, 1, -1, -1]], dtype=torch.int32)
-    tokens = torch.randn(3, 4, block.attn.proj.in_features)
+    tokens = torch.randn(*index.shape, block.attn.proj.in_features)
     packed = PackedRows(index)
     if not batch_known:
         packed.counts = None  # what a graph with a run-time batch size has
@@ -171,4 +186,4 @@ def test_attention_of_a_packed_batch_sees_each_image_alone(batch_known):
             torch.testing.assert_close(out[b, :n], alone, atol=1e-5, rtol=1e-5)
             assert out[b, n:].eq(0).all()
     if batch_known:
-        assert packed.counts == [3, 0, 2]
+        assert packed.counts == (index >= 0).sum(dim=1).tolist()
