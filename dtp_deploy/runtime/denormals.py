@@ -70,27 +70,24 @@ class FlushDenormals:
             options.add_session_config_entry("session.set_denormal_as_zero", "1")
             self.enabled = True
 
-    @contextlib.contextmanager
-    def creating(self) -> Iterator[None]:
-        if not self.enabled:
-            yield
-            return
-        before = _get()
-        try:
-            yield
-        finally:
-            _LIB.fesetenv(before)
+    def creating(self) -> contextlib.AbstractContextManager[None]:
+        """Around the session's creation: the thread's mode is put back afterwards."""
+        return self._restoring(flush=False)
+
+    def running(self) -> contextlib.AbstractContextManager[None]:
+        """Around a run: denormals flushed in this thread meanwhile, its mode put back after."""
+        return self._restoring(flush=True)
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
+    def _restoring(self, flush: bool) -> Iterator[None]:
         if not self.enabled:
             yield
             return
         before = _get()
-        flushing = ctypes.create_string_buffer(before.raw, _FENV_BYTES)
-        mxcsr = ctypes.c_uint32.from_buffer(flushing, _MXCSR_OFFSET)
-        mxcsr.value |= _FTZ_DAZ
-        _LIB.fesetenv(flushing)
+        if flush:
+            flushing = ctypes.create_string_buffer(before.raw, _FENV_BYTES)
+            ctypes.c_uint32.from_buffer(flushing, _MXCSR_OFFSET).value |= _FTZ_DAZ
+            _LIB.fesetenv(flushing)
         try:
             yield
         finally:
