@@ -287,7 +287,7 @@ class OpenVinoBackend(Backend):
                            suffix=".xml")  # OpenVINO IR: NNCF's output
         # int8 runs its quantized layers in int8 and the rest in f32
         return RuntimeVariant(Runner(path, threads=self.threads,
-                                      precision="bf16" if precision == "bf16" else "f32"))
+                                     precision="bf16" if precision == "bf16" else "f32"))
 
     def version(self):
         try:

@@ -92,7 +92,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, bias: Tensor | None = None, packed: PackedRows | None = None) -> Tensor:
-        """``(B, N, C)``, or ``(T, C)`` rows of a ``packed`` batch (attention alone runs padded)."""
+        """``(B, N, C)``, or the ``(T, C)`` rows of a ``packed`` batch: then attention runs image
+        by image where the batch size is known, else on the padded layout with ``bias``."""
         qkv = self.qkv(x)
         if packed is not None and packed.counts is not None:  # image by image, no padding
             out = torch.cat([self._attend(part[None], None)[0] for part in qkv.split(packed.counts)])
