@@ -208,3 +208,50 @@ def test_failed_export_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
         export_onnx(random_model(), target, flavour="portable", progress=False)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_exported_packed_block_runs_each_image_alone_an_empty_one_included(tmp_path):
+    """A fixed-batch graph runs attention once per image on that image's rows (unrolled at
+    export, row counts known only at run time). ONNX Runtime and OpenVINO run such a block on
+    batches where an image has no rows left, or every image keeps all of them, as PyTorch does."""
+    from dtp_deploy.models.vit import PackedRows
+
+    block = random_model().encoder.blocks[0]
+
+    class PackedBlock(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = block
+
+        def forward(self, tokens, index):
+            packed = PackedRows(index)
+            return packed.unpack(self.block(packed.pack(tokens), None, packed))
+
+    tokens = torch.randn(3, 4, block.attn.proj.in_features)
+    cases = [torch.tensor([[0, 1, 2, -1], [-1, -1, -1, -1], [3, 1, -1, -1]], dtype=torch.int32),
+             torch.full((3, 4), -1, dtype=torch.int32),
+             torch.arange(4, dtype=torch.int32).expand(3, -1).contiguous()]
+    width = torch.export.Dim("width", max=64)
+    path = tmp_path / "packed_block.onnx"
+    torch.onnx.export(PackedBlock().eval(), (tokens, cases[0]), path, dynamo=True,
+                      dynamic_shapes=({1: width}, {1: width}))
+    runners = {"onnxruntime": _ort_runner(path)}
+    try:
+        import openvino as ov
+        request = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+        runners["openvino"] = lambda feed: request.infer(feed)[0]
+    except ImportError:
+        pass
+    for index in cases:
+        with torch.inference_mode():
+            want = PackedBlock()(tokens, index).numpy()
+        for name, run in runners.items():
+            got = run({"tokens": tokens.numpy(), "index": index.numpy()})
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{name}, index {index.tolist()}")
+
+
+def _ort_runner(path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path))
+    return lambda feed: session.run(None, feed)[0]
