@@ -49,12 +49,17 @@ class CrossAttention(nn.Module):
 
     def forward(self, queries: Tensor, tokens: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
         """``(B, K, D), (B, M, D) -> (B, K, D), (B, K, M)``"""
+        return self.attend(queries, self.k(tokens), self.v(tokens), bias)
+
+    def attend(self, queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None
+               ) -> tuple[Tensor, Tensor]:
+        """Like ``forward`` on tokens already projected to ``keys`` and ``values`` ``(B, M, D)``."""
         b, k, d = queries.shape
-        m = tokens.shape[1]
+        m = keys.shape[1]
         h = self.num_heads
         q = self.q(queries).reshape(b, k, h, d // h).transpose(1, 2)
-        key = self.k(tokens).reshape(b, m, h, d // h).transpose(1, 2)
-        value = self.v(tokens).reshape(b, m, h, d // h).transpose(1, 2)
+        key = keys.reshape(b, m, h, d // h).transpose(1, 2)
+        value = values.reshape(b, m, h, d // h).transpose(1, 2)
         logits = (q @ key.transpose(-2, -1)) * self.scale
         weights = (logits if bias is None else logits + bias).softmax(dim=-1)
         out = (weights @ value).transpose(1, 2).reshape(b, k, d)
@@ -75,8 +80,16 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, queries: Tensor, tokens: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
-        queries = self.norm1(queries + self.self_attn(queries))
-        attended, logits = self.multihead_attn(queries, tokens, bias)
+        attn = self.multihead_attn
+        return self.cross(self.self_attend(queries), attn.k(tokens), attn.v(tokens), bias)
+
+    def self_attend(self, queries: Tensor) -> Tensor:
+        return self.norm1(queries + self.self_attn(queries))
+
+    def cross(self, queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None
+              ) -> tuple[Tensor, Tensor]:
+        """The rest of the layer after :meth:`self_attend`, on projected keys and values."""
+        attended, logits = self.multihead_attn.attend(queries, keys, values, bias)
         queries = self.norm2(queries + attended)
         queries = self.norm3(queries + self.linear2(F.relu(self.linear1(queries))))
         return queries, logits
@@ -89,7 +102,17 @@ class Decoder(nn.Module):
 
 
 class ATMHead(nn.Module):
-    """SegViT ATM head as DToP uses it: one present/absent logit pair per class query."""
+    """SegViT ATM head as DToP uses it: one present/absent logit pair per class query.
+
+    Under ``torch.inference_mode()`` (eager) the head reuses its input-independent parts: the
+    first layer's query self-attention (the queries are learned constants) and every layer's
+    key and value weights stacked into one matrix, so one GEMM projects the tokens for all
+    layers. At small sizes an eager head is bound by its number of ops, not by its arithmetic.
+    The cache is checked against its source parameters' storage and version counters (an
+    in-place edit or an optimizer step refreshes it) and dropped when weights are loaded or the
+    module is converted. Outside inference mode (training, tracing, export, FLOP counting) the
+    head runs the plain layers.
+    """
 
     def __init__(self, in_dim: int, dim: int, num_heads: int, num_layers: int, num_classes: int) -> None:
         super().__init__()
@@ -98,16 +121,54 @@ class ATMHead(nn.Module):
         self.decoder = Decoder(dim, num_heads, num_layers)
         self.q = nn.Embedding(num_classes, dim)
         self.class_embed = nn.Linear(dim, 2)
+        self._inference_cache: tuple | None = None
+        self.register_load_state_dict_post_hook(_drop_inference_cache)
 
     def forward(self, tokens: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(B, M, C) -> mask logits (B, M, K), class probabilities (B, K)``."""
         x = self.proj_norm(self.input_proj(tokens))
-        queries = self.q.weight.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        batch = tokens.shape[0]
+        layers = self.decoder.layers
+        cached = self._inference_constants()
         logits = None
-        for layer in self.decoder.layers:
-            queries, logits = layer(queries, x, bias)
+        if cached is None:
+            queries = self.q.weight.unsqueeze(0).expand(batch, -1, -1)
+            for layer in layers:
+                queries, logits = layer(queries, x, bias)
+        else:
+            first_queries, kv_weight, kv_bias = cached
+            keys_values = F.linear(x, kv_weight, kv_bias).chunk(2 * len(layers), dim=-1)
+            queries = first_queries.expand(batch, -1, -1)
+            for j, layer in enumerate(layers):
+                if j:
+                    queries = layer.self_attend(queries)
+                queries, logits = layer.cross(queries, keys_values[2 * j], keys_values[2 * j + 1], bias)
         class_probs = self.class_embed(queries).softmax(dim=-1)[..., 0]
         return logits.transpose(1, 2), class_probs
+
+    def _inference_constants(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(first layer's queries after self-attention (1, K, D), stacked key/value weight
+        and bias)`` in eager inference mode, else None."""
+        if not torch.is_inference_mode_enabled() or torch.compiler.is_compiling():
+            return None
+        cache = self._inference_cache
+        if cache is None or cache[1] != tuple((p.data_ptr(), p._version) for p in cache[0]):
+            layers = self.decoder.layers
+            first = layers[0]
+            projections = [lin for layer in layers for lin in (layer.multihead_attn.k, layer.multihead_attn.v)]
+            sources = (self.q.weight, *first.self_attn.parameters(), *first.norm1.parameters(),
+                       *(p for lin in projections for p in lin.parameters()))
+            cache = self._inference_cache = (
+                sources, tuple((p.data_ptr(), p._version) for p in sources),
+                (first.self_attend(self.q.weight.unsqueeze(0)),
+                 torch.cat([lin.weight for lin in projections]),
+                 torch.cat([lin.bias for lin in projections])))
+        return cache[2]
+
+    def _apply(self, fn, recurse=True):
+        # Conversions may put new Parameter objects in place of the ones the cache watches.
+        self._inference_cache = None
+        return super()._apply(fn, recurse)
 
     def macs(self, num_tokens: int) -> int:
         """Multiply-adds for ``num_tokens`` tokens and K class queries."""
@@ -119,3 +180,8 @@ class ATMHead(nn.Module):
             + 8 * k * d * d  # FFN
         )
         return n * c * d + len(self.decoder.layers) * per_layer + 2 * k * d
+
+
+def _drop_inference_cache(head: ATMHead, incompatible_keys) -> None:
+    """``load_state_dict`` hook: ``assign=True`` puts new Parameter objects in place."""
+    head._inference_cache = None
