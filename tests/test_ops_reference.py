@@ -21,13 +21,23 @@ def _torch(*arrays):
     return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
 
 
+def _inference_split(*args, **kwargs):
+    """The torch op as the model calls it in inference mode: its kernel without the dispatcher."""
+    with torch.inference_mode():
+        return token_split(*args, **kwargs)
+
+
+SPLITS = {"reference": reference.token_split, "torch-op": token_split,
+          "torch-op-inference": _inference_split}
+
+
 @pytest.mark.parametrize("name", list(EDGE_CASES))
-@pytest.mark.parametrize("split", [reference.token_split, token_split], ids=["reference", "torch-op"])
+@pytest.mark.parametrize("split", list(SPLITS))
 def test_split_edge_cases(split, name):
     case = EDGE_CASES[name]
     tokens, confidence, label, index = edge_inputs(case)
-    kept, kept_index = split(*_torch(tokens, confidence, label, index), threshold=case.threshold,
-                             context_topk=case.topk, num_classes=case.num_classes)
+    kept, kept_index = SPLITS[split](*_torch(tokens, confidence, label, index), threshold=case.threshold,
+                                     context_topk=case.topk, num_classes=case.num_classes)
     assert kept_index.dtype == torch.int32
     assert_split_equal(kept, kept_index, *split_from_positions(tokens, index, case.kept))
 
@@ -40,12 +50,14 @@ def test_edge_table_agrees_with_the_loop():
                                    case.num_classes) == case.kept, name
 
 
+@pytest.mark.parametrize("split", ["reference", "torch-op-inference"])
 @settings(max_examples=200, deadline=None)
 @given(split_arrays(dtype=np.float32) | split_arrays(dtype=np.float16))
-def test_split_matches_loop(case):
+def test_split_matches_loop(split, case):
+    """Batches of one image (the reference compacts them with ``nonzero``) and of several."""
     tokens, confidence, label, index, threshold, topk, k = case
-    kept, kept_index = reference.token_split(*_torch(tokens, confidence, label, index),
-                                             threshold=threshold, context_topk=topk, num_classes=k)
+    kept, kept_index = SPLITS[split](*_torch(tokens, confidence, label, index),
+                                     threshold=threshold, context_topk=topk, num_classes=k)
     want = split_from_positions(tokens, index, loop_kept_positions(confidence, label, index,
                                                                    threshold, topk, k))
     assert kept.dtype == torch.from_numpy(tokens).dtype
@@ -63,6 +75,8 @@ def test_reconstruct_after_split_puts_rows_back(case):
                                    context_topk=topk, num_classes=k)
     base = torch.full(tokens.shape, 7.0)
     out = token_reconstruct(base, kept, kept_index)
+    with torch.inference_mode():  # the model's path: the kernel without the dispatcher
+        assert torch.equal(token_reconstruct(base, kept, kept_index), out)
     want = np.full(tokens.shape, 7.0, np.float32)
     for i, row in enumerate(loop_kept_positions(confidence, label, grid, threshold, topk, k)):
         want[i, row] = tokens[i, row]

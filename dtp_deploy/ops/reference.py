@@ -97,6 +97,9 @@ def token_split(
                          f"{tuple(index.shape)} must both be (B, N) = {tuple(confidence.shape)}")
     keep = keep_mask(confidence, label, index, threshold=threshold, context_topk=context_topk,
                      num_classes=num_classes)
+    if keep.shape[0] == 1:  # one image pads nothing: its kept rows, in order, are the output
+        rows = keep[0].nonzero().squeeze(1)
+        return tokens[:, rows], index[:, rows]
     # Stable compaction: a stable sort of "dropped?" puts kept tokens first, in order.
     order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
     width = int(keep.sum(dim=1).max()) if keep.numel() else 0  # the one host sync: M
