@@ -28,7 +28,8 @@ from .cli_common import (
 @click.option("--width", type=click.IntRange(min=1),
               help="Input width (multiple of 16); default: the trained size.")
 @click.option("--threshold", "thresholds", multiple=True, type=THRESHOLD,
-              help="Exit threshold of an auxiliary stage, in (0, 1]; repeat once per stage.")
+              help="Exit threshold of an auxiliary stage, in (0, 1]; repeat once per stage. "
+                   "1 switches that exit off (DToP then skips its head).")
 @click.option("--scenes", default=8, show_default=True, type=click.IntRange(min=0),
               help="Synthetic scenes to measure keep ratios on (0: skip the measurement).")
 @head_heads_option

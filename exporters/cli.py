@@ -74,7 +74,8 @@ def _print_report(report) -> None:
 @click.option("--dynamic-shape", is_flag=True, help="Symbolic height and width.")
 @click.option("--dense", is_flag=True, help="Export the dense baseline (no token exits).")
 @click.option("--threshold", "thresholds", multiple=True, type=THRESHOLD,
-              help="Exit threshold of an auxiliary stage; repeat once per stage.")
+              help="Exit threshold of an auxiliary stage; repeat once per stage. 1 switches "
+                   "that exit off (DToP then exports no head and no split for it).")
 @click.option("--fp16", is_flag=True, help="FP16 graph (half weights, input and scores).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset.")
 @click.option("--postprocess", type=click.Choice(POSTPROCESS), default="none", show_default=True,

@@ -275,3 +275,17 @@ def test_backends_and_precisions_in_one_interleaved_run(tiny):
         assert int8["pruned"]["miou_fp32"] == pytest.approx(exact["pruned"]["miou_fp32"])
     text = to_markdown(report)
     assert "| tiny | openvino | int8 |" in text
+
+
+def test_gmacs_count_the_heads_the_given_thresholds_run():
+    """A stage whose threshold no confidence can pass runs no head, so its GMACs do not count;
+    the thresholds are those the inputs ran with, not the model's current ones."""
+    from dtp_deploy.bench.accuracy import gmacs
+
+    model = build_model("dtop-vit-t", num_classes=5).eval()
+    model.set_thresholds((0.9, 0.9))
+    keep = np.array([[36, 20, 10]])
+    both = gmacs(model, keep, (6, 6), pruned=True)
+    second_off = gmacs(model, keep, (6, 6), pruned=True, thresholds=(0.9, 1.0))
+    assert (both - second_off)[0] * 1e9 == pytest.approx(model.heads[1].macs(20))
+    assert model.thresholds == (0.9, 0.9)

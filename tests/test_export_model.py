@@ -28,6 +28,9 @@ NEEDS_PYOPS = "plugin graphs run on the CPU through onnxruntime-extensions PyOps
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 SIZE = (128, 192)  # trained size of the random model: non-square
 THRESHOLD = 0.3  # where the random model keeps a different number of tokens per image
+# Above every confidence of the random model (at most ~0.46), so nothing exits, yet below 1: at
+# 1 or more no token could exit and the export would leave the head and split out.
+NOTHING_EXITS = 0.99
 SHALLOW = dict(depth=3, stage_ends=(1, 2, 3), embed_dim=64, num_heads=2, head_dim=32,
                head_heads=2, head_layers=1)
 
@@ -112,33 +115,34 @@ def test_extreme_thresholds(export_cache, flavour, threshold):
 # conversion of the rest of the graph does not depend on the flavour.
 @pytest.mark.parametrize("flavour", ["plugin"])
 def test_fp16_graph(export_cache, flavour):
-    path, report, session = exported(export_cache, flavour, 2.0, fp16=True)
+    path, report, session = exported(export_cache, flavour, NOTHING_EXITS, fp16=True)
     proto = onnx.load(path, load_external_data=False)
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     outputs = {o.name: o.type.tensor_type.elem_type for o in proto.graph.output}
     assert outputs == {"scores": onnx.TensorProto.FLOAT16, "keep_counts": onnx.TensorProto.INT32}
     x = images(3, *SIZE, seed=2)
     scores, counts = run(session, x, fp16=True)
-    want_scores, want_counts = torch_outputs(random_model(), [2.0] * 2, x)
+    want_scores, want_counts = torch_outputs(random_model(), [NOTHING_EXITS] * 2, x)
     np.testing.assert_array_equal(counts, want_counts)
     assert np.abs(scores.astype(np.float32) - want_scores).max() <= TOLERANCE["fp16"]
     assert report.metadata["precision"] == "fp16"
 
 
 def test_plugin_graph_nodes_and_metadata(export_cache):
-    path, report, _ = exported(export_cache, "plugin", 2.0, fp16=True)
+    path, report, _ = exported(export_cache, "plugin", NOTHING_EXITS, fp16=True)
     proto = onnx.load(path)
     assert count_dtp_nodes(proto) == {"TokenSplit": 2, "TokenReconstruct": 3} == report.dtp_nodes
     thresholds = [a.f for n in proto.graph.node if n.op_type == "TokenSplit" for a in n.attribute
                   if a.name == "threshold"]
-    assert thresholds == [2.0, 2.0]
+    assert thresholds == pytest.approx([NOTHING_EXITS] * 2)
     props = {p.key: p.value for p in proto.metadata_props}
     assert set(METADATA_KEYS.values()) <= set(props)
     meta = ModelMetadata.from_props(props)
     cfg = random_model().config
     assert (meta.flavour, meta.dense, meta.arch, meta.method) == ("plugin", False, cfg.arch, "dtop")
     assert meta.class_names == cfg.class_names and meta.mean == cfg.mean and meta.std == cfg.std
-    assert meta.input_size == SIZE and meta.trained_size == SIZE and meta.thresholds == (2.0, 2.0)
+    assert meta.input_size == SIZE and meta.trained_size == SIZE
+    assert meta.thresholds == (NOTHING_EXITS, NOTHING_EXITS)
     assert meta.stage_ends == cfg.stage_ends and meta.input_layout == "NCHW float16 normalised RGB"
 
 

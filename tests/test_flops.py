@@ -21,8 +21,9 @@ def counted_and_analytic_macs(model, size):
     return counts, macs
 
 
-@pytest.mark.parametrize("pruning,thresholds", [(False, (0.5, 0.5)), (True, (0.3, 0.6)), (True, (-1.0, -1.0))],
-                         ids=["dense", "pruned", "everything-exits"])
+@pytest.mark.parametrize("pruning,thresholds", [(False, (0.5, 0.5)), (True, (0.3, 0.6)), (True, (-1.0, -1.0)),
+                                                (True, (0.3, 1.0))],
+                         ids=["dense", "pruned", "everything-exits", "second-exit-off"])
 @pytest.mark.parametrize("arch,size", [("dtop-vit-t", (96, 128)), ("dtop-vit-s", (64, 64))])
 def test_analytic_macs_match_flop_counter(arch, size, pruning, thresholds):
     # FlopCounterMode's module tracker trips over no_grad with parameters needing grad.

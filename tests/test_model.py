@@ -47,8 +47,8 @@ def make_model(thresholds, **kw):
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("size", [(96, 96), (64, 112)], ids=["square", "non-square"])
-@pytest.mark.parametrize("thresholds", [(0.3, 0.3), (2.0, 2.0), (-1.0, -1.0), (0.2, 0.5)],
-                         ids=["some-exit", "nothing-exits", "everything-exits", "mixed"])
+@pytest.mark.parametrize("thresholds", [(0.3, 0.3), (2.0, 2.0), (-1.0, -1.0), (0.2, 0.5), (1.0, 0.3)],
+                         ids=["some-exit", "nothing-exits", "everything-exits", "mixed", "first-exit-off"])
 def test_batched_model_matches_official_loop(batch, size, thresholds):
     model = make_model(thresholds)
     images = torch.randn(batch, 3, *size)
@@ -68,6 +68,23 @@ def test_batch_holds_different_keep_counts():
         _, counts = model(images)
     assert counts[:, 0].eq(36).all()
     assert len(set(counts[:, 1].tolist())) > 1, "the test needs different keep counts per image"
+
+
+@pytest.mark.parametrize("thresholds,runs", [((0.3, 0.3), [1, 1, 1]), ((0.3, 1.0), [1, 0, 1]),
+                                             ((1.0, 2.0), [0, 0, 1])])
+def test_an_exit_no_token_can_take_runs_no_head(thresholds, runs):
+    """A DToP confidence is at most 1, so at a threshold of 1 or more no token exits and
+    whatever the head would write is written again later: the head and split are skipped."""
+    model = make_model(thresholds)
+    calls = [0] * len(model.heads)
+    for s, head in enumerate(model.heads):
+        head.register_forward_hook(lambda *_, s=s: calls.__setitem__(s, calls[s] + 1))
+    with torch.inference_mode():
+        _, counts = model(torch.randn(1, 3, 96, 96))
+    assert calls == runs
+    stages = [s for s, run in enumerate(runs) if run]
+    macs = model.macs(counts[0].tolist(), (6, 6))
+    assert macs["heads"] == sum(model.heads[s].macs(int(counts[0, s])) for s in stages)
 
 
 def test_dense_mode_is_the_segvit_baseline():

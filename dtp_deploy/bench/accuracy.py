@@ -37,15 +37,20 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def gmacs(model, keep_rows: np.ndarray, grid: tuple[int, int] | Sequence[tuple[int, int]],
-          pruned: bool, widths: np.ndarray | None = None) -> np.ndarray:
+          pruned: bool, widths: np.ndarray | None = None,
+          thresholds: Sequence[float] | None = None) -> np.ndarray:
     """Analytic GMACs (multiply-adds) of each network input from its per-stage keep counts;
     ``grid`` is the token grid of all rows, or one grid per row. ``widths``: each row's
-    per-stage padded batch width (see ``TokenPruningSegmenter.macs``), default its keep counts."""
+    per-stage padded batch width (see ``TokenPruningSegmenter.macs``), default its keep counts.
+    ``thresholds``: those the inputs ran with (default: the model's), which say which auxiliary
+    heads ran."""
     rows = np.asarray(keep_rows).tolist()
     widths = rows if widths is None else np.asarray(widths).tolist()
     grids = [tuple(grid)] * len(rows) if isinstance(grid[0], int | np.integer) else [tuple(g) for g in grid]
-    saved = model.pruning
+    saved = model.pruning, model.thresholds
     model.pruning = pruned  # the auxiliary heads count only when they run
+    if thresholds is not None:
+        model.thresholds = tuple(thresholds)
     try:
         cache: dict[tuple, float] = {}
         out = []
@@ -56,7 +61,7 @@ def gmacs(model, keep_rows: np.ndarray, grid: tuple[int, int] | Sequence[tuple[i
             out.append(cache[key])
         return np.asarray(out, np.float64)
     finally:
-        model.pruning = saved
+        model.pruning, model.thresholds = saved
 
 
 def describe_data(dataset) -> str:
@@ -148,7 +153,7 @@ class Evaluator:
         finally:
             model.pruning, model.thresholds = saved_pruning, saved_thresholds
         keep = np.concatenate(keeps)
-        per_image = gmacs(model, keep, self.grid, pruned)
+        per_image = gmacs(model, keep, self.grid, pruned, thresholds=used)
         tokens = self.grid[0] * self.grid[1]
         return {"cm": cm, "labels": labels, "thresholds": list(used) if pruned else None,
                 "gmacs_per_image": float(per_image.mean()),

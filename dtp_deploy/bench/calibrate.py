@@ -6,7 +6,8 @@ more. Both functions score settings with :class:`~.accuracy.Evaluator` on one ca
 
 Calibration is a greedy coordinate descent over a threshold grid:
 
-1. start with every auxiliary stage at 1.0 (the dense accuracy, the most GMACs);
+1. start with every auxiliary stage at 1.0 (the dense accuracy; DToP then runs no auxiliary
+   head, DoViT runs its heads for nothing);
 2. for each stage, try lowering only its threshold to the next grid value and score the set;
 3. take the move that loses the least mIoU per GMAC saved (free moves first), skipping moves
    whose mIoU drop from dense would exceed ``max_miou_drop``;

@@ -113,7 +113,8 @@ def _eval_data(model, data, data_limit, scenes, size):
                    "compiling kernels per token count (OpenVINO) have seen every input once.")
 @click.option("--fp16", is_flag=True, help="Half precision (needs --device cuda).")
 @click.option("--threshold", "thresholds", multiple=True, type=THRESHOLD,
-              help="Exit threshold of an auxiliary stage, in (0, 1]; repeat once per stage.")
+              help="Exit threshold of an auxiliary stage, in (0, 1]; repeat once per stage. "
+                   "1 switches that exit off (DToP then skips its head).")
 @click.option("--keep-schedule", help="Force keep ratios per auxiliary stage, e.g. 0.7,0.5 "
               "(thresholds from confidence quantiles: per batch on torch, once per pool for ort).")
 @click.option("--pool", default=16, show_default=True, type=click.IntRange(min=1),

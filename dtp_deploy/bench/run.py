@@ -117,7 +117,9 @@ def schedule_thresholds(model, images: torch.Tensor, schedule: Sequence[float]) 
     if len(schedule) != aux or not all(0 < r <= 1 for r in schedule):
         raise ValueError(f"--keep-schedule needs {aux} ratios in (0, 1] for {model.config.arch}, "
                          f"got {list(schedule)}")
-    thresholds = [1.0] * aux
+    # Placeholders below 1, so that forward runs every head (at 1 no token could exit, and the
+    # head would be skipped); each is replaced by its quantile before its split reads it.
+    thresholds = [0.0] * aux
     original = model.run_head  # the bound method; an instance attribute shadows it below
     tokens_total = None
 
@@ -207,11 +209,11 @@ def interleave(variants: dict[str, Any], inputs: dict[str, list[Any]], *, warmup
 
 
 def _variant_stats(model, samples: dict[str, list], batch: int, grid: tuple[int, int],
-                   pruned: bool) -> dict[str, Any]:
+                   pruned: bool, thresholds: Sequence[float] | None = None) -> dict[str, Any]:
     ms = samples["ms"]
     keep = np.concatenate(samples["keep"])
     tokens = grid[0] * grid[1]
-    per_image = gmacs(model, keep, grid, pruned)
+    per_image = gmacs(model, keep, grid, pruned, thresholds=thresholds)
     # a batch pads every image to its largest keep count per stage: the heads compute at that
     # width (the blocks run each image on its own rows), which is what a batch costs
     widths = np.concatenate([np.broadcast_to(np.asarray(k).max(0), np.shape(k)) for k in samples["keep"]])
@@ -224,7 +226,7 @@ def _variant_stats(model, samples: dict[str, list], batch: int, grid: tuple[int,
         by_input[position].append(value)
     return {
         "pool_mean_ms": float(np.mean([np.median(v) for v in by_input.values()])),
-        "gmacs_padded_per_image": float(gmacs(model, keep, grid, pruned, widths).mean()),
+        "gmacs_padded_per_image": float(gmacs(model, keep, grid, pruned, widths, thresholds).mean()),
         "iterations": len(ms),
         "latency_ms": lat,
         # the first sight of each pool batch (untimed warm-up): per-shape compilation shows here
@@ -420,8 +422,10 @@ def run_benchmark(models: Sequence[tuple[str, Any]], options: BenchOptions, *,
                     continue
                 dense = _variant_stats(model, samples[_row_key(name, precision, "dense")], batch, grid,
                                        pruned=False)
+                # Which heads ran: a keep ratio of 1 gives a threshold of 1 for every pool batch.
+                used = (result.get("scheduled_thresholds") or [None])[0]
                 pruned = _variant_stats(model, samples[_row_key(name, precision, "pruned")], batch, grid,
-                                        pruned=True)
+                                        pruned=True, thresholds=used)
                 result.update({
                     "dense": dense, "pruned": pruned,
                     "speedup": dense["latency_ms"]["median"] / pruned["latency_ms"]["median"],

@@ -68,6 +68,11 @@ class TokenPruningSegmenter(nn.Module):
     def head_macs(self, stage: int, num_tokens: int, grid_tokens: int) -> int:
         raise NotImplementedError
 
+    def can_exit(self, stage: int) -> bool:
+        """Whether any token can leave at auxiliary stage ``stage`` with its threshold. Where
+        none can, the stage's head and split are skipped: nothing they compute survives."""
+        return True
+
     # -- shared machinery -----------------------------------------------------------------
     def set_thresholds(self, thresholds: Sequence[float] | None) -> None:
         """Per-auxiliary-stage exit thresholds (None: the config's)."""
@@ -76,6 +81,10 @@ class TokenPruningSegmenter(nn.Module):
             raise ValueError(f"{self.config.arch} has {self.config.num_stages - 1} auxiliary "
                              f"stages; got {len(values)} thresholds {list(values)}")
         self.thresholds = values
+
+    def runs_head(self, stage: int) -> bool:
+        """Whether ``forward`` runs stage ``stage``'s head (and, before the last stage, a split)."""
+        return stage == self.config.num_stages - 1 or (self.pruning and self.can_exit(stage))
 
     def stage_ranges(self) -> list[tuple[int, int]]:
         starts = (0, *self.config.stage_ends[:-1])
@@ -102,10 +111,10 @@ class TokenPruningSegmenter(nn.Module):
                 for block in blocks:
                     rows = block(rows, bias, packed)
                 tokens = packed.unpack(rows)
-            if stage < last and not self.pruning:
-                continue  # dense baseline: only the final head predicts
+            if not self.runs_head(stage):
+                continue  # dense baseline, or an exit no token can take: only later heads count
             state, confidence, label = self.run_head(stage, tokens, index, bias, state, grid)
-            if stage < last and self.pruning:
+            if stage < last:
                 tokens, index = token_split(  # the op takes float confidence, int32 labels
                     tokens, confidence.float(), label.to(torch.int32), index,
                     threshold=self.thresholds[stage], context_topk=self.config.context_topk,
@@ -140,17 +149,18 @@ class TokenPruningSegmenter(nn.Module):
 
         ``widths``: the per-stage padded width of the batch the image ran in (its largest keep
         counts): the heads run at it, so this is what a batch really computes for the image.
+        Heads count where ``forward`` runs them (:meth:`runs_head`: the current ``pruning`` and
+        thresholds).
         The blocks run each image on its own rows (a graph exported for a run-time batch size
         also runs their attention at the padded width; that is not counted here).
         """
         grid_tokens = grid[0] * grid[1]
         out = {"patch_embed": self.encoder.patch_embed.macs(grid_tokens), "blocks": 0, "heads": 0}
-        last = self.config.num_stages - 1
         widths = keep_counts if widths is None else widths
         extra = self.encoder.num_class_tokens
         for stage, ((start, end), n, w) in enumerate(zip(self.stage_ranges(), keep_counts, widths)):
             out["blocks"] += sum(self.encoder.blocks[i].macs(int(n) + extra) for i in range(start, end))
-            if stage == last or self.pruning:
+            if self.runs_head(stage):
                 out["heads"] += self.head_macs(stage, int(w), grid_tokens)
         out["total"] = out["patch_embed"] + out["blocks"] + out["heads"]
         return out
@@ -162,7 +172,8 @@ class DToPSegmenter(TokenPruningSegmenter):
     A token's confidence is the max over classes of ``p_class * sigmoid(mask_logit)``; tokens
     above the stage threshold exit except the ``context_topk`` most confident per predicted
     class. Exited tokens keep their mask logits in a ``(B, N, K)`` canvas; the final map is the
-    final head's class probabilities times ``sigmoid(canvas)``.
+    final head's class probabilities times ``sigmoid(canvas)``. A stage whose threshold is 1 or
+    more lets no token out, so its head and split are skipped (:meth:`can_exit`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -188,6 +199,12 @@ class DToPSegmenter(TokenPruningSegmenter):
 
     def head_macs(self, stage: int, num_tokens: int, grid_tokens: int) -> int:
         return self.heads[stage].macs(num_tokens)
+
+    def can_exit(self, stage: int) -> bool:
+        # A confidence is a probability times a sigmoid, at most 1, and only a token above the
+        # threshold exits. If none can, every token the head would write into the canvas is
+        # still active and is written again by a later head.
+        return self.thresholds[stage] < 1.0
 
 
 METHODS: dict[str, type[TokenPruningSegmenter]] = {"dtop": DToPSegmenter}
