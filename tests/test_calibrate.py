@@ -114,3 +114,18 @@ def test_calibrate_cli_writes_thresholds_into_a_copy(tmp_path):
     assert not (tmp_path / "no.pth").exists()
     result = CliRunner().invoke(calibrate_cli, ["-o", str(tmp_path / "x.pth")])
     assert result.exit_code == 2 and "--target-gmacs" in result.output
+
+
+def test_calibration_switches_off_an_exit_that_does_not_pay(model, evaluator):
+    """After the greedy descent no exit may be left whose switching off (threshold 1: no head,
+    no split) would save GMACs within the mIoU budget."""
+    budget = 0.005
+    result = calibrate(model, None, SIZE, max_miou_drop=budget, evaluator=evaluator)
+    for stage, threshold in enumerate(result["thresholds"]):
+        if threshold < 1.0:
+            off = list(result["thresholds"])
+            off[stage] = 1.0
+            point = evaluator.run(True, off)
+            drop = evaluator.dense()["cm"].miou() - point["cm"].miou()
+            assert point["gmacs_per_image"] >= result["gmacs_per_image"] or drop > budget, stage
+    assert 1.0 in result["thresholds"], "the built-in model's second exit does not pay here"

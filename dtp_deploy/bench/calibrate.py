@@ -11,9 +11,11 @@ Calibration is a greedy coordinate descent over a threshold grid:
 2. for each stage, try lowering only its threshold to the next grid value and score the set;
 3. take the move that loses the least mIoU per GMAC saved (free moves first), skipping moves
    whose mIoU drop from dense would exceed ``max_miou_drop``;
-4. repeat until the GMACs reach ``target_gmacs`` (if given) or no allowed move is left.
+4. repeat until the GMACs reach ``target_gmacs`` (if given) or no allowed move is left;
+5. switch off (back to 1.0) any exit whose removal saves GMACs at no mIoU cost (or within
+   ``max_miou_drop``).
 
-It needs ``stages x grid`` evaluations at most; it is not guaranteed to find the best setting,
+It needs ``stages x (grid + 1)`` evaluations at most; it is not guaranteed to find the best setting,
 but every step is a measured improvement in GMACs on the calibration set.
 """
 
@@ -123,6 +125,24 @@ def calibrate(model, dataset, size: tuple[int, int], *, target_gmacs: float | No
         if progress:
             progress(f"stage {stage} -> {grid[position[stage]]:g}: "
                      f"{current['gmacs_per_image']:.3f} GMACs, mIoU drop {current['miou_drop']:+.4f}")
+    # Lowering thresholds one stage at a time can leave an exit that no longer pays: once an
+    # earlier stage takes the easy tokens, its head may cost more than its split saves. Switch
+    # such an exit off (1.0: DToP then runs no head) where that costs no mIoU, or stays within
+    # max_miou_drop when one is given.
+    for stage in range(aux):
+        if position[stage] == 0:
+            continue
+        trial = list(position)
+        trial[stage] = 0
+        point = score(trial)
+        allowed = point["miou_drop"] <= (current["miou_drop"] if max_miou_drop is None
+                                         else max(current["miou_drop"], max_miou_drop))
+        if point["gmacs_per_image"] < current["gmacs_per_image"] and allowed:
+            position, current = trial, point
+            steps.append(current)
+            if progress:
+                progress(f"stage {stage} -> off: {current['gmacs_per_image']:.3f} GMACs, "
+                         f"mIoU drop {current['miou_drop']:+.4f}")
     return {"thresholds": current["thresholds"], "gmacs_per_image": current["gmacs_per_image"],
             "gmacs_ratio": current["gmacs_per_image"] / dense_gmacs, "miou": current["miou"],
             "miou_drop": current["miou_drop"], "keep_ratios": current["keep_ratios"],

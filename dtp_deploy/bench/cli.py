@@ -291,7 +291,8 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
     Greedy: from "nothing exits" (1.0 everywhere), repeatedly lower the one stage's threshold
     that costs the least mIoU per GMAC saved, until --target-gmacs is met; moves that would drop
     mIoU by more than --max-miou-drop are never taken. Without --target-gmacs it prunes as far
-    as the budget allows.
+    as the budget allows. Last, an exit whose head costs more than it saves is switched off
+    (threshold 1: DToP then runs no head) if that stays within the budget.
 
     \b
     Examples:
