@@ -289,3 +289,18 @@ def test_gmacs_count_the_heads_the_given_thresholds_run():
     second_off = gmacs(model, keep, (6, 6), pruned=True, thresholds=(0.9, 1.0))
     assert (both - second_off)[0] * 1e9 == pytest.approx(model.heads[1].macs(20))
     assert model.thresholds == (0.9, 0.9)
+
+
+def test_gmacs_follow_each_pool_batch_thresholds():
+    """Per-batch keep-schedule thresholds: a batch whose second exit was off ran no head there."""
+    from dtp_deploy.bench.run import _variant_stats
+
+    model = build_model("dtop-vit-t", num_classes=5).eval()
+    rows = np.array([[24, 12, 6]])
+    samples = {"ms": [1.0, 1.0], "input": [0, 1], "keep": [rows, rows], "cuda_peak": []}
+    both = _variant_stats(model, samples, 1, (4, 6), pruned=True, thresholds=[(0.9, 0.9)] * 2)
+    mixed = _variant_stats(model, samples, 1, (4, 6), pruned=True,
+                           thresholds=[(0.9, 0.9), (0.9, 1.0)])
+    head = model.heads[1].macs(12) / 1e9  # the second batch's stage-1 head, at its 12 tokens
+    assert both["gmacs_per_image"] - mixed["gmacs_per_image"] == pytest.approx(head / 2)
+    assert both["gmacs_padded_per_image"] - mixed["gmacs_padded_per_image"] == pytest.approx(head / 2)

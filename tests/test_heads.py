@@ -1,5 +1,5 @@
-"""The ATM head in inference mode (its input-independent parts computed once) against its plain
-layers, and that cache following every way the weights can change."""
+"""The ATM head folded for inference (its input-independent parts computed once) against its
+plain layers, and the fold being dropped whenever its source weights visibly change."""
 
 import pytest
 import torch
@@ -19,15 +19,13 @@ def make_head(layers: int, seed: int = 0) -> ATMHead:
 
 
 def plain(head, tokens, bias=None):
-    with torch.no_grad():
+    with torch.no_grad():  # outside inference mode: the plain layers, folded or not
         return head(tokens, bias)
 
 
-def cached(head, tokens, bias=None):
+def inference(head, tokens, bias=None):
     with torch.inference_mode():
-        out = head(tokens, bias)
-    assert head._inference_cache is not None, "inference mode must take the cached path"
-    return out
+        return head(tokens, bias)
 
 
 def assert_same(got, want):
@@ -36,13 +34,29 @@ def assert_same(got, want):
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
-def test_inference_mode_matches_the_plain_layers(layers):
-    head = make_head(layers)
+def test_folded_head_matches_the_plain_layers(layers):
+    head = make_head(layers).fold_for_inference()
     tokens = torch.randn(3, 7, 24)
     # A full image, a padded one and one with no token left (a uniform softmax over padding).
     index = torch.tensor([list(range(7)), [0, 1, 2, -1, -1, -1, -1], [-1] * 7], dtype=torch.int32)
     for bias in (None, padding_bias(index, torch.float32)):
-        assert_same(cached(head, tokens, bias), plain(head, tokens, bias))
+        assert_same(inference(head, tokens, bias), plain(head, tokens, bias))
+        assert head._folded is not None, "inference mode must take the folded path"
+
+
+def test_the_folded_path_runs_fewer_ops():
+    head = make_head(2)
+    tokens = torch.randn(1, 6, 24)
+
+    def ops():
+        from torch.profiler import profile
+        with profile() as prof:
+            inference(head, tokens)
+        return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+
+    unfolded = ops()
+    head.fold_for_inference()
+    assert ops() < unfolded
 
 
 def _edit_in_place(head):
@@ -81,20 +95,20 @@ def _convert_to_new_parameters(head):
 
 @pytest.mark.parametrize("change", [_edit_in_place, _edit_first_self_attention, _edit_last_values,
                                     _load, _load_assign_from_parent, _convert_to_new_parameters])
-def test_inference_cache_follows_weight_changes(change):
-    head = make_head(2)
+def test_a_fold_is_dropped_when_its_weights_change(change):
+    head = make_head(2).fold_for_inference()
     tokens = torch.randn(2, 6, 24)
-    before = cached(head, tokens)
+    before = inference(head, tokens)
     change(head)
     after = plain(head, tokens)
     assert not all(map(torch.allclose, before, after)), "the change must matter for this test"
-    assert_same(cached(head, tokens), after)
+    assert_same(inference(head, tokens), after)
+    assert head._folded is None
 
 
-def test_training_and_no_grad_run_the_plain_layers():
-    head = make_head(2)
-    tokens = torch.randn(1, 5, 24)
-    plain(head, tokens)
-    head.train()(tokens)[0].sum().backward()
-    assert head._inference_cache is None
-    assert head.decoder.layers[0].self_attn.in_proj_weight.grad is not None
+def test_strict_export_of_a_folded_head_traces_the_plain_layers():
+    """Dynamo cannot trace ``torch.is_inference_mode_enabled``: the fold must not ask it there."""
+    head = make_head(2).fold_for_inference()
+    tokens = torch.randn(2, 6, 24)
+    program = torch.export.export(head, (tokens,), strict=True)
+    assert_same(program.module()(tokens), plain(head, tokens))

@@ -90,3 +90,20 @@ def test_bad_shapes_are_refused():
                     torch.zeros(2, 5, dtype=torch.int32), threshold=0.5, num_classes=1)
     with pytest.raises(ValueError, match="must be"):
         token_reconstruct(torch.randn(2, 5, 3), torch.randn(2, 2, 3), torch.zeros(2, 3, dtype=torch.int32))
+
+
+def test_strict_export_keeps_each_op_one_node():
+    """Under Dynamo (strict export, torch.compile) the model's calls stay the custom ops."""
+    class Ops(torch.nn.Module):
+        def forward(self, tokens, confidence, label, index):
+            kept, kept_index = token_split(tokens, confidence, label, index, threshold=0.5,
+                                           context_topk=1, num_classes=3)
+            return token_reconstruct(tokens, kept, kept_index)
+
+    tokens, confidence = torch.randn(2, 6, 4), torch.rand(2, 6)
+    label = torch.randint(0, 3, (2, 6), dtype=torch.int32)
+    index = torch.arange(6, dtype=torch.int32).expand(2, 6).contiguous()
+    program = torch.export.export(Ops(), (tokens, confidence, label, index), strict=True)
+    targets = [n.target for n in program.graph.nodes if n.op == "call_function"]
+    assert torch.ops.dtp.token_split.default in targets
+    assert torch.ops.dtp.token_reconstruct.default in targets

@@ -98,6 +98,7 @@ class Evaluator:
         if protocol not in mmseg.PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(mmseg.PROTOCOLS)}")
         self.model, self.size, self.batch, self.protocol = model, size, batch, protocol
+        model.fold_for_inference()  # every setting runs the whole set through the model
         self.spec = (spec or protocol_spec(model, dataset)) if protocol == "mmseg" else None
         self.grid = (size[0] // cfg.patch_size, size[1] // cfg.patch_size)
         self.data_name = describe_data(dataset)

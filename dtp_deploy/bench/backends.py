@@ -130,7 +130,7 @@ class TorchBackend(Backend):
                 import copy
 
                 module = copy.deepcopy(model).to(device, torch.float16 if fp16 else torch.float32)
-            self._modules[key] = module.eval()
+            self._modules[key] = module.eval().fold_for_inference()
         return self._modules[key]
 
     def variant(self, model, *, pruned, batch, height, width, device, fp16, workdir,

@@ -15,8 +15,9 @@ Calibration is a greedy coordinate descent over a threshold grid:
 5. switch off (back to 1.0) any exit whose removal saves GMACs at no mIoU cost (or within
    ``max_miou_drop``).
 
-It needs ``stages x (grid + 1)`` evaluations at most; it is not guaranteed to find the best setting,
-but every step is a measured improvement in GMACs on the calibration set.
+It needs ``stages x (grid + 1)`` evaluations at most; it is not guaranteed to find the best
+setting, but every step is measured on the calibration set. (A DToP stage's first step from
+1.0 adds its head, so it can cost GMACs before its exits save them.)
 """
 
 from __future__ import annotations

@@ -209,14 +209,22 @@ def interleave(variants: dict[str, Any], inputs: dict[str, list[Any]], *, warmup
 
 
 def _variant_stats(model, samples: dict[str, list], batch: int, grid: tuple[int, int],
-                   pruned: bool, thresholds: Sequence[float] | None = None) -> dict[str, Any]:
+                   pruned: bool, thresholds: Sequence[Sequence[float] | None] | None = None
+                   ) -> dict[str, Any]:
+    """``thresholds``: those each pool batch ran with (one set for all, or one per batch; None:
+    the model's). They say which auxiliary heads ran, so which count in the GMACs."""
     ms = samples["ms"]
     keep = np.concatenate(samples["keep"])
     tokens = grid[0] * grid[1]
-    per_image = gmacs(model, keep, grid, pruned, thresholds=thresholds)
-    # a batch pads every image to its largest keep count per stage: the heads compute at that
-    # width (the blocks run each image on its own rows), which is what a batch costs
-    widths = np.concatenate([np.broadcast_to(np.asarray(k).max(0), np.shape(k)) for k in samples["keep"]])
+    per_image, padded = [], []
+    for rows, position in zip(samples["keep"], samples["input"]):
+        used = thresholds[position % len(thresholds)] if thresholds else None
+        per_image.append(gmacs(model, rows, grid, pruned, thresholds=used))
+        # a batch pads every image to its largest keep count per stage: the heads compute at
+        # that width (the blocks run each image on its own rows), which is what a batch costs
+        widths = np.broadcast_to(np.asarray(rows).max(0), np.shape(rows))
+        padded.append(gmacs(model, rows, grid, pruned, widths, used))
+    per_image = np.concatenate(per_image)
     lat = percentiles(ms)
     # The pool's inputs keep different token counts, so the median call is not the average
     # one; the GMACs are averaged over the pool. The time for the same work: the mean over the
@@ -226,7 +234,7 @@ def _variant_stats(model, samples: dict[str, list], batch: int, grid: tuple[int,
         by_input[position].append(value)
     return {
         "pool_mean_ms": float(np.mean([np.median(v) for v in by_input.values()])),
-        "gmacs_padded_per_image": float(gmacs(model, keep, grid, pruned, widths, thresholds).mean()),
+        "gmacs_padded_per_image": float(np.concatenate(padded).mean()),
         "iterations": len(ms),
         "latency_ms": lat,
         # the first sight of each pool batch (untimed warm-up): per-shape compilation shows here
@@ -422,10 +430,8 @@ def run_benchmark(models: Sequence[tuple[str, Any]], options: BenchOptions, *,
                     continue
                 dense = _variant_stats(model, samples[_row_key(name, precision, "dense")], batch, grid,
                                        pruned=False)
-                # Which heads ran: a keep ratio of 1 gives a threshold of 1 for every pool batch.
-                used = (result.get("scheduled_thresholds") or [None])[0]
                 pruned = _variant_stats(model, samples[_row_key(name, precision, "pruned")], batch, grid,
-                                        pruned=True, thresholds=used)
+                                        pruned=True, thresholds=result.get("scheduled_thresholds"))
                 result.update({
                     "dense": dense, "pruned": pruned,
                     "speedup": dense["latency_ms"]["median"] / pruned["latency_ms"]["median"],

@@ -104,14 +104,15 @@ class Decoder(nn.Module):
 class ATMHead(nn.Module):
     """SegViT ATM head as DToP uses it: one present/absent logit pair per class query.
 
-    Under ``torch.inference_mode()`` (eager) the head reuses its input-independent parts: the
-    first layer's query self-attention (the queries are learned constants) and every layer's
-    key and value weights stacked into one matrix, so one GEMM projects the tokens for all
-    layers. At small sizes an eager head is bound by its number of ops, not by its arithmetic.
-    The cache is checked against its source parameters' storage and version counters (an
-    in-place edit or an optimizer step refreshes it) and dropped when weights are loaded or the
-    module is converted. Outside inference mode (training, tracing, export, FLOP counting) the
-    head runs the plain layers.
+    :meth:`fold_for_inference` computes the head's input-independent parts once: the first
+    layer's query self-attention (the queries are learned constants) and every layer's key and
+    value weights stacked into one matrix, so that one GEMM projects the tokens for all layers.
+    At small sizes an eager head is bound by its number of ops, not by its arithmetic. The
+    folded path runs only in eager ``torch.inference_mode()``; training, ``no_grad`` (FLOP
+    counting), ``torch.compile`` and export run the plain layers. Fold after the weights are
+    final: a fold whose source parameters were changed in place, moved or reloaded is dropped
+    (the plain layers run), but one that cannot be seen (through ``.data``, by replacing a
+    Parameter, with ``torch.func.functional_call``) needs :meth:`unfold` or a new fold.
     """
 
     def __init__(self, in_dim: int, dim: int, num_heads: int, num_layers: int, num_classes: int) -> None:
@@ -121,22 +122,22 @@ class ATMHead(nn.Module):
         self.decoder = Decoder(dim, num_heads, num_layers)
         self.q = nn.Embedding(num_classes, dim)
         self.class_embed = nn.Linear(dim, 2)
-        self._inference_cache: tuple | None = None
-        self.register_load_state_dict_post_hook(_drop_inference_cache)
+        self._folded: tuple | None = None
+        self.register_load_state_dict_post_hook(_drop_fold)
 
     def forward(self, tokens: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(B, M, C) -> mask logits (B, M, K), class probabilities (B, K)``."""
         x = self.proj_norm(self.input_proj(tokens))
         batch = tokens.shape[0]
         layers = self.decoder.layers
-        cached = self._inference_constants()
+        folded = self._folded_constants()
         logits = None
-        if cached is None:
+        if folded is None:
             queries = self.q.weight.unsqueeze(0).expand(batch, -1, -1)
             for layer in layers:
                 queries, logits = layer(queries, x, bias)
         else:
-            first_queries, kv_weight, kv_bias = cached
+            first_queries, kv_weight, kv_bias = folded
             keys_values = F.linear(x, kv_weight, kv_bias).chunk(2 * len(layers), dim=-1)
             queries = first_queries.expand(batch, -1, -1)
             for j, layer in enumerate(layers):
@@ -146,32 +147,41 @@ class ATMHead(nn.Module):
         class_probs = self.class_embed(queries).softmax(dim=-1)[..., 0]
         return logits.transpose(1, 2), class_probs
 
-    def _inference_constants(self) -> tuple[Tensor, Tensor, Tensor] | None:
-        """``(first layer's queries after self-attention (1, K, D), stacked key/value weight
-        and bias)`` in eager inference mode, else None."""
-        if not torch.is_inference_mode_enabled() or torch.compiler.is_compiling():
+    @torch.no_grad()
+    def fold_for_inference(self) -> ATMHead:
+        """Compute the input-independent parts now (see the class doc); returns ``self``."""
+        layers = self.decoder.layers
+        first = layers[0]
+        projections = [lin for layer in layers for lin in (layer.multihead_attn.k, layer.multihead_attn.v)]
+        sources = (self.q.weight, *first.self_attn.parameters(), *first.norm1.parameters(),
+                   *(p for lin in projections for p in lin.parameters()))
+        self._folded = (sources, _versions(sources),
+                        (first.self_attend(self.q.weight.unsqueeze(0)),
+                         torch.cat([lin.weight for lin in projections]),
+                         torch.cat([lin.bias for lin in projections])))
+        return self
+
+    def unfold(self) -> None:
+        self._folded = None
+
+    def _folded_constants(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The folded constants where they apply (eager inference mode, fold still current)."""
+        # is_compiling first: Dynamo cannot trace is_inference_mode_enabled.
+        if self._folded is None or torch.compiler.is_compiling() or not torch.is_inference_mode_enabled():
             return None
-        cache = self._inference_cache
-        if cache is None or cache[1] != tuple((p.data_ptr(), p._version) for p in cache[0]):
-            layers = self.decoder.layers
-            first = layers[0]
-            projections = [lin for layer in layers for lin in (layer.multihead_attn.k, layer.multihead_attn.v)]
-            sources = (self.q.weight, *first.self_attn.parameters(), *first.norm1.parameters(),
-                       *(p for lin in projections for p in lin.parameters()))
-            cache = self._inference_cache = (
-                sources, tuple((p.data_ptr(), p._version) for p in sources),
-                (first.self_attend(self.q.weight.unsqueeze(0)),
-                 torch.cat([lin.weight for lin in projections]),
-                 torch.cat([lin.bias for lin in projections])))
-        return cache[2]
+        sources, versions, constants = self._folded
+        if _versions(sources) != versions:
+            self._folded = None  # the weights changed after the fold
+            return None
+        return constants
 
     def _apply(self, fn, recurse=True):
-        # Conversions may put new Parameter objects in place of the ones the cache watches.
-        self._inference_cache = None
+        self._folded = None  # conversions may put new Parameter objects in place
         return super()._apply(fn, recurse)
 
     def macs(self, num_tokens: int) -> int:
-        """Multiply-adds for ``num_tokens`` tokens and K class queries."""
+        """Multiply-adds for ``num_tokens`` tokens and K class queries: the architecture's count
+        (a folded head computes its first layer's query self-attention once, not per call)."""
         n, k = num_tokens, self.q.num_embeddings
         d, c = self.input_proj.out_features, self.input_proj.in_features
         per_layer = (
@@ -182,6 +192,10 @@ class ATMHead(nn.Module):
         return n * c * d + len(self.decoder.layers) * per_layer + 2 * k * d
 
 
-def _drop_inference_cache(head: ATMHead, incompatible_keys) -> None:
-    """``load_state_dict`` hook: ``assign=True`` puts new Parameter objects in place."""
-    head._inference_cache = None
+def _versions(tensors) -> tuple:
+    return tuple((t.data_ptr(), t._version) for t in tensors)
+
+
+def _drop_fold(head: ATMHead, incompatible_keys) -> None:
+    """``load_state_dict`` hook: new weights (``assign=True``: new Parameter objects)."""
+    head._folded = None

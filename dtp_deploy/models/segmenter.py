@@ -82,6 +82,14 @@ class TokenPruningSegmenter(nn.Module):
                              f"stages; got {len(values)} thresholds {list(values)}")
         self.thresholds = values
 
+    def fold_for_inference(self) -> TokenPruningSegmenter:
+        """Precompute what the heads can (see :meth:`.heads.ATMHead.fold_for_inference`) for
+        eager inference-mode runs; call it once the weights are final. Returns ``self``."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "fold_for_inference"):
+                module.fold_for_inference()
+        return self
+
     def runs_head(self, stage: int) -> bool:
         """Whether ``forward`` runs stage ``stage``'s head (and, before the last stage, a split)."""
         return stage == self.config.num_stages - 1 or (self.pruning and self.can_exit(stage))

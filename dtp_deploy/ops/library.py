@@ -70,7 +70,8 @@ def _eager_inference() -> bool:
     autograd, so the model may call their kernels directly. Going through the dispatcher into
     a Python kernel costs about 50 us a split and 15 us a reconstruct on a CPU, as much as the
     work itself at small sizes."""
-    return torch.is_inference_mode_enabled() and not torch.compiler.is_compiling()
+    # is_compiling first: Dynamo cannot trace is_inference_mode_enabled.
+    return not torch.compiler.is_compiling() and torch.is_inference_mode_enabled()
 
 
 def token_split(
