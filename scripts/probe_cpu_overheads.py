@@ -6,6 +6,7 @@
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py gemm-rows
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py softmax
     PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py ort-vitb-batch8
+    PYTHONPATH=. .venv/bin/python scripts/probe_cpu_overheads.py eager-fold
 
 * ``shape-change``: OpenVINO on the built-in model's dense and pruned graphs (and the plugin
   graph on the native dtp ops, with ``--extension``): mean call time cycling through new scenes
@@ -24,6 +25,9 @@
   ``dtp-bench``'s keep schedule 0.6,0.5 on the batch; a dynamic batch, so attention after a
   split runs on the padded layout): every attention Softmax, in order, with denormals kept and
   flushed.
+* ``eager-fold``: the built-in model in eager PyTorch, dense and pruned, with the heads plain
+  and folded for inference in alternating rounds over the scenes (median of each round's
+  per-scene median).
 """
 
 from __future__ import annotations
@@ -270,6 +274,39 @@ def ort_vitb_batch8(args) -> None:
         print(f"  {node:28s} {str(shape):22s} {ms:7.0f} / {runs[True][node][1]:.0f} ms")
 
 
+def eager_fold(args) -> None:
+    import torch
+
+    from dtp_deploy.bench.run import input_pool
+    from dtp_deploy.builtin import load_builtin_model
+
+    torch.set_num_threads(args.threads)
+    model = load_builtin_model(args.model)
+    height, width = model.config.img_size
+    images, _ = input_pool(model, args.scenes, height, width)
+    times: dict[tuple[bool, bool], list[float]] = {}
+    with torch.inference_mode():
+        for _ in range(args.rounds):
+            for folded in (False, True):
+                if folded:
+                    model.fold_for_inference()
+                else:
+                    for head in model.heads:
+                        head.unfold()
+                for pruning in (False, True):
+                    model.pruning = pruning
+                    calls = []
+                    for image in images:
+                        start = time.perf_counter()
+                        model(image[None])
+                        calls.append((time.perf_counter() - start) * 1e3)
+                    times.setdefault((folded, pruning), []).append(float(np.median(calls)))
+    for folded in (False, True):
+        dense, pruned = (float(np.median(times[(folded, p)])) for p in (False, True))
+        print(f"{'folded' if folded else 'plain '} heads: dense {dense:.2f} ms, pruned {pruned:.2f} ms, "
+              f"pruned/dense {pruned / dense:.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     probes = parser.add_subparsers(dest="probe", required=True)
@@ -292,6 +329,10 @@ def main() -> None:
     sweep.add_argument("--step", type=int, default=32)
     probe("softmax", softmax, "attention Softmax with denormals kept and flushed")
     probe("ort-vitb-batch8", ort_vitb_batch8, "the same in the exported ViT-B batch-8 graph")
+    fold = probe("eager-fold", eager_fold, "eager PyTorch with and without the heads folded", threads=1)
+    fold.add_argument("--model", default="dtop-vit-t", help="built-in model name")
+    fold.add_argument("--scenes", type=int, default=16)
+    fold.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     args.run(args)
 
