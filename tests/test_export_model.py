@@ -58,13 +58,17 @@ def torch_outputs(model, thresholds, x):
 @functools.cache
 def exported(cache, flavour, threshold, fp16=False, dynamic=False, batch=3):
     """The random model's graph for one configuration, exported once per test run
-    (``export_cache`` in conftest), and a session on it."""
+    (``export_cache`` in conftest), and a session on it. ``threshold``: one for both exits, or
+    a tuple of one per exit."""
+    thresholds = list(threshold) if isinstance(threshold, tuple) else [threshold] * 2
+
     def export(path):
-        return export_onnx(random_model(), path, flavour=flavour, thresholds=[threshold] * 2,
+        return export_onnx(random_model(), path, flavour=flavour, thresholds=thresholds,
                            fp16=fp16, dynamic_batch=dynamic, dynamic_shape=dynamic, batch=batch,
                            check=False, progress=False)
 
-    path, report = cache(f"dtop-shallow-{flavour}-{threshold}-{fp16}-{dynamic}-{batch}", export)
+    name = "-".join(map(str, thresholds))
+    path, report = cache(f"dtop-shallow-{flavour}-{name}-{fp16}-{dynamic}-{batch}", export)
     runnable = flavour == "portable" or pyops_available()
     return path, report, create_session(path) if runnable else None
 
@@ -126,6 +130,21 @@ def test_fp16_graph(export_cache, flavour):
     np.testing.assert_array_equal(counts, want_counts)
     assert np.abs(scores.astype(np.float32) - want_scores).max() <= TOLERANCE["fp16"]
     assert report.metadata["precision"] == "fp16"
+
+
+def test_an_exit_switched_off_leaves_its_head_and_split_out(export_cache):
+    """Threshold 1 on the second exit: no token can leave there, so the graph has one split and
+    two reconstructs (the first and the final head), and still matches PyTorch."""
+    path, _, session = exported(export_cache, "plugin", (THRESHOLD, 1.0))
+    assert count_dtp_nodes(onnx.load(path)) == {"TokenSplit": 1, "TokenReconstruct": 2}
+    if session is None:
+        pytest.skip("onnxruntime-extensions is not installed: the plugin graph cannot run")
+    x = images(3, *SIZE, seed=1)
+    scores, counts = run(session, x)
+    want_scores, want_counts = torch_outputs(random_model(), [THRESHOLD, 1.0], x)
+    np.testing.assert_array_equal(counts, want_counts)
+    assert (counts[:, 2] == counts[:, 1]).all() and (counts[:, 1] < counts[:, 0]).all()
+    assert np.abs(scores - want_scores).max() <= TOLERANCE["fp32"]
 
 
 def test_plugin_graph_nodes_and_metadata(export_cache):
