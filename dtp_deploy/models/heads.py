@@ -80,8 +80,8 @@ class DecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, queries: Tensor, tokens: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
-        attn = self.multihead_attn
-        return self.cross(self.self_attend(queries), attn.k(tokens), attn.v(tokens), bias)
+        queries = self.self_attend(queries)
+        return self._after_attention(queries, *self.multihead_attn(queries, tokens, bias))
 
     def self_attend(self, queries: Tensor) -> Tensor:
         return self.norm1(queries + self.self_attn(queries))
@@ -89,7 +89,9 @@ class DecoderLayer(nn.Module):
     def cross(self, queries: Tensor, keys: Tensor, values: Tensor, bias: Tensor | None
               ) -> tuple[Tensor, Tensor]:
         """The rest of the layer after :meth:`self_attend`, on projected keys and values."""
-        attended, logits = self.multihead_attn.attend(queries, keys, values, bias)
+        return self._after_attention(queries, *self.multihead_attn.attend(queries, keys, values, bias))
+
+    def _after_attention(self, queries: Tensor, attended: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
         queries = self.norm2(queries + attended)
         queries = self.norm3(queries + self.linear2(F.relu(self.linear1(queries))))
         return queries, logits
