@@ -108,7 +108,30 @@ class Size(click.ParamType):
         return parts[0], parts[1]
 
 
-THRESHOLD, THRESHOLDS, SIZE = Threshold(), ThresholdList(), Size()
+class TestScale(click.ParamType):
+    """The mmseg protocol's keep-ratio resize bound, ``WxH`` (width x height, as mmseg writes
+    ``scale``), or ``none`` for no resize: ``2048x512``."""
+
+    name = "WxH|none"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return self.name
+
+    def convert(self, value: Any, param, ctx) -> tuple[int, int] | str:
+        if isinstance(value, tuple) or value == "none":
+            return value
+        if str(value).strip().lower() == "none":
+            return "none"
+        try:
+            parts = [int(v) for v in str(value).lower().split("x")]
+        except ValueError:
+            parts = []
+        if len(parts) != 2 or min(parts) <= 0:
+            self.fail(f"{value!r}: use WxH (width x height), e.g. 2048x512, or none", param, ctx)
+        return parts[0], parts[1]
+
+
+THRESHOLD, THRESHOLDS, SIZE, TEST_SCALE = Threshold(), ThresholdList(), Size(), TestScale()
 
 
 def check_arch(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -419,3 +419,70 @@ def test_protocol_options_are_checked(tmp_path):
         result = CliRunner().invoke(main, [str(model), str(tmp_path / "in"), "-o", str(tmp_path / "out"),
                                            "--protocol", "mmseg", *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+@pytest.mark.parametrize("scale, windows", [("none", 12), ("192x144", 4)])
+def test_dtp_calibrate_protocol_options_set_the_windows(tmp_path, scale, windows):
+    """--crop 96 --stride 96 on 288x384 scenes: 3 x 4 windows without a resize; a keep-ratio
+    resize into 192x144 (w x h) halves the scene to 144x192 first: 2 x 2 windows."""
+    from dtp_deploy.bench.cli import calibrate
+    from dtp_deploy.builtin import load_builtin_model
+
+    out = tmp_path / "search.json"
+    result = CliRunner().invoke(calibrate, ["--protocol", "mmseg", "--crop", "96", "--stride", "96",
+                                            "--test-scale", scale, "--scenes", "1", "--size", "288x384",
+                                            "--grid", "1", "--target-gmacs", "100", "-o",
+                                            str(tmp_path / "cal.pth"), "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    search = json.loads(out.read_text())
+    assert search["protocol"]["crop"] == [96, 96] and search["protocol"]["stride"] == [96, 96]
+    model = load_builtin_model()
+    model.pruning = False
+    window = model.macs([36] * model.config.num_stages, (6, 6))["total"] / 1e9
+    assert search["dense"]["gmacs_per_image"] == pytest.approx(windows * window)
+
+
+def test_dtp_bench_protocol_options_reach_the_report(tmp_path):
+    from dtp_deploy.bench.cli import main
+
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["--backend", "torch", "--iterations", "1", "--warmup", "0", "--pool", "1",
+                                       "--scenes", "1", "--protocol", "mmseg", "--crop", "96x128",
+                                       "--stride", "64", "--test-scale", "none", "--quiet", "--json-out", str(out)])
+    assert result.exit_code == 0, result.output
+    [accuracy] = json.loads(out.read_text())["accuracy"]
+    assert accuracy["protocol"]["crop"] == [96, 128] and accuracy["protocol"]["stride"] == [64, 64]
+    assert accuracy["protocol"]["test_scale"] is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--crop", "96"], "apply to --protocol mmseg only"),
+    (["--protocol", "mmseg", "--crop", "64", "--stride", "96"], "larger than the crop"),
+    (["--protocol", "mmseg", "--test-scale", "2048"], "use WxH"),
+])
+def test_bench_and_calibrate_refuse_bad_protocol_options(tmp_path, args, message):
+    from dtp_deploy.bench.cli import calibrate, main
+
+    for command, extra in ((main, ["--backend", "torch", "--iterations", "1"]),
+                           (calibrate, ["--target-gmacs", "1", "-o", str(tmp_path / "x.pth")])):
+        result = CliRunner().invoke(command, [*extra, *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_dtp_run_test_scale_resizes_before_the_windows(tmp_path):
+    """A 100x150 image under --test-scale 75x50 (w x h) is resized to 50x75 first: one row of
+    two 64-pixel windows instead of 2 x 4; --test-scale without --protocol mmseg is refused."""
+    from test_runtime import make_toy_model, scene
+
+    from dtp_deploy.runtime.cli import main
+
+    model = make_toy_model(tmp_path / "toy.onnx")
+    _write(tmp_path / "in/a.png", scene(100, 150, 0))
+    base = [str(model), str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--json", "--no-overlay"]
+    result = CliRunner().invoke(main, [*base, "--protocol", "mmseg", "--test-scale", "75x50"])
+    assert result.exit_code == 0, result.output
+    [record] = json.loads(result.stdout)["images"]
+    assert record["windows"] == 2
+    refused = CliRunner().invoke(main, [*base, "--test-scale", "75x50"])
+    assert refused.exit_code == 2 and "--protocol mmseg only" in refused.output

@@ -17,6 +17,7 @@ import click
 from ..cli_common import (
     CONTEXT,
     SIZE,
+    TEST_SCALE,
     THRESHOLD,
     THRESHOLDS,
     check_arch,
@@ -67,6 +68,40 @@ def _write(path: str, text: str) -> None:
     from ..safe_io import write_text
 
     write_text(path, text)
+
+
+def mmseg_options(command):
+    """``--crop``, ``--stride`` and ``--test-scale``: the mmseg protocol's settings, each
+    overriding what the checkpoint's config and the dataset say (docs/protocols.md)."""
+    command = click.option("--test-scale", type=TEST_SCALE, default=None,
+                           help="--protocol mmseg: keep-ratio resize bound WxH, e.g. 2048x512, or none.")(command)
+    command = click.option("--stride", type=SIZE, default=None,
+                           help="--protocol mmseg: slide stride S or HxW.")(command)
+    return click.option("--crop", type=SIZE, default=None,
+                        help="--protocol mmseg: slide window S or HxW (default: the checkpoint's, "
+                             "else the trained size).")(command)
+
+
+def _protocol_spec(model, dataset, protocol, crop, stride, test_scale):
+    """The mmseg settings from the options (None for the grid protocol); exit 2 where the
+    options do not apply or do not fit the model."""
+    from .accuracy import protocol_spec
+
+    if protocol != "mmseg":
+        if (crop, stride, test_scale) != (None, None, None):
+            fail("--crop, --stride and --test-scale apply to --protocol mmseg only")
+        return None
+    try:
+        return protocol_spec(model, dataset, crop=crop, stride=stride, test_scale=test_scale)
+    except ValueError as err:
+        fail(str(err))
+
+
+def _evaluator(model, dataset, size, protocol, crop, stride, test_scale, **kwargs):
+    from . import Evaluator
+
+    spec = _protocol_spec(model, dataset, protocol, crop, stride, test_scale)
+    return Evaluator(model, dataset, size, protocol=protocol, spec=spec, **kwargs)
 
 
 def parse_floats(text: str | None, what: str) -> list[float] | None:
@@ -128,6 +163,7 @@ def _eval_data(model, data, data_limit, scenes, size):
 @click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
               help="Accuracy protocol. grid: images resized to --size, one input each (fast); mmseg: "
                    "the papers' test pipeline (keep-ratio resize, slide windows; docs/protocols.md).")
+@mmseg_options
 @click.option("--sweep", "do_sweep", is_flag=True, help="Also sweep thresholds: mIoU vs GMACs.")
 @click.option("--per-stage", is_flag=True, help="With --sweep: also vary one stage at a time.")
 @click.option("--sweep-grid", type=THRESHOLDS,
@@ -143,8 +179,9 @@ def _eval_data(model, data, data_limit, scenes, size):
 @verbosity_options
 @version_option
 def main(models, arch, head_heads, backends, precisions, calibration_images, agreement_batches, device, batches, sizes, iterations, duration, warmup, fp16,
-         thresholds, keep_schedule, pool, data, data_limit, scenes, protocol, do_sweep, per_stage,
-         sweep_grid, threads, seed, as_json, json_path, markdown_path, plot_path, quiet, verbose):
+         thresholds, keep_schedule, pool, data, data_limit, scenes, protocol, crop, stride, test_scale,
+         do_sweep, per_stage, sweep_grid, threads, seed, as_json, json_path, markdown_path, plot_path,
+         quiet, verbose):
     """Time dense vs pruned (same weights, interleaved) on every backend; measure accuracy.
 
     MODEL is a checkpoint, a built-in name (dtop-vit-t) or random:<preset> (random weights,
@@ -185,7 +222,6 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
         sweep,
         to_markdown,
     )
-    from .accuracy import Evaluator
     from .backends import TorchBackend
 
     try:
@@ -200,6 +236,8 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
                              head_heads=head_heads)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         fail(str(err))
+    for _, model in loaded:  # bad protocol options fail now, not after the timing
+        _protocol_spec(model, None, protocol, crop, stride, test_scale)
     options = BenchOptions(backends=names, device=device, batches=tuple(batches) or (1,),
                            sizes=tuple(size_list), iterations=iterations, duration=duration,
                            warmup=warmup, fp16=fp16, pool=pool, keep_schedule=schedule, seed=seed,
@@ -228,8 +266,8 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
                     size = size_list[0] or tuple(model.config.img_size)
                     dataset = _eval_data(model, data, data_limit, scenes, size)
                     scored = TorchBackend().module(model, device, False)
-                    ev = Evaluator(scored, dataset, size, protocol=protocol,
-                                   progress=lambda d, t, label=label: tick(f"{label}: loading data", d, t))
+                    ev = _evaluator(scored, dataset, size, protocol, crop, stride, test_scale,
+                                    progress=lambda d, t, label=label: tick(f"{label}: loading data", d, t))
                     tick(f"{label}: accuracy dense vs pruned", 0, 1)
                     report["accuracy"].append({"model": label, **evaluate_accuracy(scored, dataset, size, evaluator=ev)})
                     if do_sweep:
@@ -276,6 +314,7 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
 @head_heads_option
 @click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
               help="Accuracy protocol (see dtp-bench --help and docs/protocols.md).")
+@mmseg_options
 @click.option("--grid", type=THRESHOLDS,
               help="Candidate thresholds, comma-separated, each in (0, 1] (default: 1 ... 0.5).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -284,8 +323,8 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
 @click.option("--json-out", "json_path", type=click.Path(dir_okay=False), help="Write the search as JSON to this file.")
 @verbosity_options
 @version_option
-def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, head_heads, protocol, grid,
-              output, as_json, json_path, quiet, verbose):
+def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes, size, head_heads, protocol,
+              crop, stride, test_scale, grid, output, as_json, json_path, quiet, verbose):
     """Choose per-stage exit thresholds on a calibration set and save them into a copy of MODEL.
 
     Greedy: from "nothing exits" (1.0 everywhere), repeatedly lower the one stage's threshold
@@ -325,9 +364,10 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
         [(label, net)] = load_models([model] if model else [], arch=arch, head_heads=head_heads)
         hw = hw or tuple(net.config.img_size)
         dataset = _eval_data(net, data, data_limit, scenes, hw)
+        evaluator = _evaluator(net, dataset, hw, protocol, crop, stride, test_scale)
         with console.status("calibrating") as status:
             result = run_calibration(net, dataset, hw, target_gmacs=target_gmacs,
-                                     max_miou_drop=max_miou_drop, protocol=protocol,
+                                     max_miou_drop=max_miou_drop, evaluator=evaluator,
                                      **({"grid": candidates} if candidates else {}),
                                      progress=lambda line: (status.update(line), quiet or console.print(line, markup=False)))
     except (CheckpointError, ValueError, FileNotFoundError) as err:

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import click
 
-from dtp_deploy.cli_common import CONTEXT, SIZE, console, fail, verbosity_options, version_option
+from dtp_deploy.cli_common import (
+    CONTEXT,
+    SIZE,
+    TEST_SCALE,
+    console,
+    fail,
+    verbosity_options,
+    version_option,
+)
 
 EXIT_OK, EXIT_IMAGE_FAILED, EXIT_USAGE, EXIT_MODEL = 0, 1, 2, 3
 log = logging.getLogger("dtp_deploy.run")
@@ -31,6 +39,9 @@ log = logging.getLogger("dtp_deploy.run")
 @click.option("--crop", type=SIZE, default=None,
               help="Slide window S or HxW, e.g. 512x1024 (default: the model's).")
 @click.option("--stride", type=SIZE, default=None, help="Slide stride S or HxW (default: 2/3 of the crop).")
+@click.option("--test-scale", type=TEST_SCALE, default=None,
+              help="--protocol mmseg: keep-ratio resize bound WxH, e.g. 2048x512, or none "
+                   "(default: the model's, else the dataset's).")
 @click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
               help="grid: fast, windows averaged on the token grid; mmseg: the papers' test pipeline "
                    "(keep-ratio resize, slide windows averaged in pixel space; docs/protocols.md).")
@@ -57,7 +68,7 @@ log = logging.getLogger("dtp_deploy.run")
 @verbosity_options
 @version_option
 def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, crop: tuple[int, int] | None,
-         stride: tuple[int, int] | None, protocol: str, bgr: bool, backend: str, precision: str | None,
+         stride: tuple[int, int] | None, test_scale: tuple[int, int] | str | None, protocol: str, bgr: bool, backend: str, precision: str | None,
          performance_hint: str | None, device: str | None, plugin_lib: str | None,
          server: str | None, no_overlay: bool, strict: bool, as_json: bool, alpha: float, threads: int | None,
          quiet: bool, verbose: int) -> None:
@@ -128,7 +139,7 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, 
             if protocol == "mmseg":
                 if mode == "whole":
                     raise ValueError("--mode whole does not apply to --protocol mmseg (it always slides)")
-                seg.protocol_spec(crop=crop, stride=stride)
+                seg.protocol_spec(crop=crop, stride=stride, test_scale=test_scale)
             else:
                 size = crop or seg.default_crop()
                 seg.plan(size[0], size[1], mode=mode, crop=crop, stride=stride)
@@ -136,6 +147,8 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, 
             fail(str(error), EXIT_USAGE)
     elif crop is not None or stride is not None:
         fail("--crop and --stride apply to --mode slide only", EXIT_USAGE)
+    if test_scale is not None and protocol != "mmseg":
+        fail("--test-scale applies to --protocol mmseg only", EXIT_USAGE)
 
     results = []
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -143,7 +156,8 @@ def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, 
     with progress:
         task = progress.add_task("segmenting", total=len(paths))
         for result in segment_files(seg, paths, outdir, color="bgr" if bgr else "rgb", mode=mode, crop=crop,
-                                    stride=stride, overlays=not no_overlay, alpha=alpha, protocol=protocol):
+                                    stride=stride, test_scale=test_scale, overlays=not no_overlay,
+                                    alpha=alpha, protocol=protocol):
             results.append(result)
             progress.advance(task)
             log.debug("%s", result)

@@ -208,7 +208,8 @@ def _output_stem(path: Path, used: set[str], outdir: Path, inputs: set[tuple[int
 
 def segment_files(segmenter: Segmenter, paths: Iterable[Path], outdir: Path, *, color: str = "rgb",
                   mode: str | None = "whole", crop: int | Sequence[int] | None = None,
-                  stride: int | Sequence[int] | None = None, overlays: bool = True,
+                  stride: int | Sequence[int] | None = None,
+                  test_scale: str | Sequence[int] | None = None, overlays: bool = True,
                   alpha: float = 0.5, protocol: str = "grid") -> Iterator[FileResult]:
     """Segment each file, writing ``<stem>_labels.png`` (and ``<stem>_overlay.png``) to ``outdir``,
     and ``colour_key.csv``, the class of each colour.
@@ -234,7 +235,8 @@ def segment_files(segmenter: Segmenter, paths: Iterable[Path], outdir: Path, *, 
             result.height, result.width, result.converted_from = image.shape[0], image.shape[1], converted
             # Converted images are RGB whatever --bgr says: it describes how the file stores colours.
             prediction = segmenter.predict(image, color=color if converted is None else "rgb", mode=mode,
-                                           crop=crop, stride=stride, protocol=protocol)
+                                           crop=crop, stride=stride, protocol=protocol,
+                                           test_scale=test_scale)
             stem = _output_stem(path, used, outdir, inputs)
             labels_png = outdir / f"{stem}_labels.png"
             write_labels(labels_png, prediction.labels, colours)
