@@ -86,6 +86,14 @@ class ThresholdList(click.ParamType):
         return [THRESHOLD.convert(v, param, ctx) for v in items]
 
 
+def _dimensions(value: Any) -> list[int]:
+    """``"512x1024"`` -> ``[512, 1024]``; ``[]`` where a part is not an integer."""
+    try:
+        return [int(v) for v in str(value).lower().split("x")]
+    except ValueError:
+        return []
+
+
 class Size(click.ParamType):
     """``S`` or ``HxW`` (height x width), positive integers: ``512`` or ``512x1024``."""
 
@@ -97,10 +105,7 @@ class Size(click.ParamType):
     def convert(self, value: Any, param, ctx) -> tuple[int, int]:
         if isinstance(value, tuple):
             return value
-        try:
-            parts = [int(v) for v in str(value).lower().split("x")]
-        except ValueError:
-            parts = []
+        parts = _dimensions(value)
         if len(parts) == 1:
             parts *= 2
         if len(parts) != 2 or min(parts) <= 0:
@@ -118,14 +123,11 @@ class TestScale(click.ParamType):
         return self.name
 
     def convert(self, value: Any, param, ctx) -> tuple[int, int] | str:
-        if isinstance(value, tuple) or value == "none":
+        if isinstance(value, tuple):
             return value
         if str(value).strip().lower() == "none":
             return "none"
-        try:
-            parts = [int(v) for v in str(value).lower().split("x")]
-        except ValueError:
-            parts = []
+        parts = _dimensions(value)
         if len(parts) != 2 or min(parts) <= 0:
             self.fail(f"{value!r}: use WxH (width x height), e.g. 2048x512, or none", param, ctx)
         return parts[0], parts[1]

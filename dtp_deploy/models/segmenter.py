@@ -157,10 +157,11 @@ class TokenPruningSegmenter(nn.Module):
 
         ``widths``: the per-stage padded width of the batch the image ran in (its largest keep
         counts): the heads run at it, so this is what a batch really computes for the image.
-        Heads count where ``forward`` runs them (:meth:`runs_head`: the current ``pruning`` and
-        thresholds).
         The blocks run each image on its own rows (a graph exported for a run-time batch size
         also runs their attention at the padded width; that is not counted here).
+
+        Heads count where ``forward`` runs them (:meth:`runs_head`: the current ``pruning`` and
+        thresholds).
         """
         grid_tokens = grid[0] * grid[1]
         out = {"patch_embed": self.encoder.patch_embed.macs(grid_tokens), "blocks": 0, "heads": 0}

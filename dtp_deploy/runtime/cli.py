@@ -68,8 +68,8 @@ log = logging.getLogger("dtp_deploy.run")
 @verbosity_options
 @version_option
 def main(model: Path, images: tuple[Path, ...], outdir: Path, mode: str | None, crop: tuple[int, int] | None,
-         stride: tuple[int, int] | None, test_scale: tuple[int, int] | str | None, protocol: str, bgr: bool, backend: str, precision: str | None,
-         performance_hint: str | None, device: str | None, plugin_lib: str | None,
+         stride: tuple[int, int] | None, test_scale: tuple[int, int] | str | None, protocol: str, bgr: bool,
+         backend: str, precision: str | None, performance_hint: str | None, device: str | None, plugin_lib: str | None,
          server: str | None, no_overlay: bool, strict: bool, as_json: bool, alpha: float, threads: int | None,
          quiet: bool, verbose: int) -> None:
     """Segment IMAGES (files or folders) with MODEL (.onnx from dtp-export, or a TensorRT engine).
