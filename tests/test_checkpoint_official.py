@@ -491,6 +491,27 @@ def test_dtop_head_numeric_reference(dtop_b_file):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_folded_heads_of_an_official_checkpoint(dtop_b_file):
+    """Heads folded for inference, loaded from a file in the official layout: the first layer's
+    folded queries equal torch's own MultiheadAttention and post-norm on the official weights,
+    and every head's outputs equal the plain layers'."""
+    mirror = dtop_b()
+    model = load_model(dtop_b_file)
+    tokens = torch.randn(2, 20, model.config.embed_dim)
+    with torch.no_grad():
+        plain = [head(tokens) for head in model.heads]
+    model.fold_for_inference()
+    with torch.inference_mode():
+        folded = [head(tokens) for head in model.heads]
+        layer = mirror.decode_head.decoder.layers[0]
+        q = mirror.decode_head.q.weight[:, None]  # sequence-first, batch 1
+        want = layer.norm1(q + layer.self_attn(q, q, q, need_weights=False)[0]).transpose(0, 1)
+    torch.testing.assert_close(model.heads[2]._folded[2][0], want, rtol=1e-4, atol=1e-5)
+    for got, expected in zip(folded, plain, strict=True):
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
 def test_config_reader_takes_pretty_text_mapping_form_and_ignores_calls():
     from dtp_deploy.mmconfig import config_facts, read_config_text
 
