@@ -168,6 +168,15 @@ def interleave(variants: dict[str, Any], inputs: dict[str, list[Any]], *, warmup
     ``ms``, ``keep`` rows, ``input`` (the pool position timed) and ``cuda_peak`` bytes (when the
     variant reports them), and ``first_ms``: the untimed first pass over its input pool.
 
+    Every timed call directly follows an untimed call of the same variant, on the pool input
+    before the timed one. Without it a variant would be timed just after another one has
+    evicted its weights and activations from the caches and parked its thread pool, and which
+    variant follows which is fixed by the order: with the order flipped each round, the first
+    and last variants follow themselves at every turn while the others never do. On the 2-core
+    development machine that alone raised eager PyTorch's pruned / dense by 0.05-0.07. A
+    deployed process runs one model, so each variant is timed warm, as it would run there; the
+    input still changes from call to call, as in a stream of images.
+
     The warm-up is ``warmup`` rounds but at least one pass over the pool: a pruned graph's
     token counts depend on the image, and backends that specialise kernels per shape (OpenVINO's
     CPU plugin compiles them on first sight, several ms each on the built-in model) would
@@ -186,6 +195,8 @@ def interleave(variants: dict[str, Any], inputs: dict[str, list[Any]], *, warmup
             variant, pool = variants[name], inputs[name]
             if variant.cuda_memory:
                 torch.cuda.reset_peak_memory_stats()
+            if measuring:
+                variant.timed(pool[(i - 1) % len(pool)])  # the warm lead-in, see above
             ms, keep = variant.timed(pool[i % len(pool)])
             if i < len(pool):
                 out[name]["first_ms"].append(ms)
