@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .builtin import open_model
-from .data import SyntheticScenes
+from .data import EVALUATION_SEED, SyntheticScenes
 from .metrics import ConfusionMatrix
 from .preprocess import to_tensor
 
@@ -79,7 +79,7 @@ def _measure_on_scenes(model, scenes: int, size: tuple[int, int], stages: list[d
     """Keep ratios, pruned GMACs and mIoU dense vs pruned on synthetic scenes."""
     cfg = model.config
     grid = (size[0] // cfg.patch_size, size[1] // cfg.patch_size)
-    data = SyntheticScenes(scenes, *size, seed=1234)
+    data = SyntheticScenes(scenes, *size, seed=EVALUATION_SEED)
     dense_cm, pruned_cm = ConfusionMatrix(cfg.num_classes), ConfusionMatrix(cfg.num_classes)
     counts, agree = [], []
     for start in range(0, scenes, batch):

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -129,3 +130,37 @@ def test_calibration_switches_off_an_exit_that_does_not_pay(model, evaluator):
             drop = evaluator.dense()["cm"].miou() - point["cm"].miou()
             assert point["gmacs_per_image"] >= result["gmacs_per_image"] or drop > budget, stage
     assert 1.0 in result["thresholds"], "the built-in model's second exit does not pay here"
+
+
+def test_thresholds_are_not_calibrated_on_the_scenes_they_are_scored_on(tmp_path, monkeypatch):
+    """dtp-calibrate's synthetic scenes (also INT8's calibration images) are not dtp-bench's
+    accuracy scenes: thresholds chosen on the scenes they are scored on would look better
+    than they are. Both datasets are caught on their way into the real commands."""
+    import dtp_deploy.bench as bench
+    from dtp_deploy.bench.cli import main as bench_cli
+    from dtp_deploy.bench.quantize import calibration_images
+    from dtp_deploy.preprocess import to_tensor
+
+    caught = {}
+
+    def catching(name, real):
+        def wrapper(model, dataset, *args, **kwargs):
+            caught[name] = [dataset[i][0] for i in range(len(dataset))]
+            return real(model, dataset, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(bench, "calibrate", catching("calibrate", bench.calibrate))
+    monkeypatch.setattr(bench, "evaluate_accuracy", catching("evaluate", bench.evaluate_accuracy))
+    result = CliRunner().invoke(calibrate_cli, ["--target-gmacs", "0.45", "--scenes", "3",
+                                                "--grid", "1,0.9", "-o", str(tmp_path / "c.pth")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(bench_cli, ["--backend", "torch", "--iterations", "1", "--warmup", "0",
+                                            "--pool", "2", "--scenes", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(caught["calibrate"]) == len(caught["evaluate"]) == 3
+    for image in caught["calibrate"]:
+        assert not any(np.array_equal(image, other) for other in caught["evaluate"])
+    model = open_model(None)
+    int8 = calibration_images(model, *SIZE, count=3)
+    expected = to_tensor(np.stack(caught["calibrate"]), model.config.mean, model.config.std).numpy()
+    np.testing.assert_array_equal(int8, expected)

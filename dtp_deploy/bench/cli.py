@@ -113,12 +113,14 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
         raise click.BadParameter(f"{what} {text!r}: use comma-separated numbers, e.g. 0.7,0.5") from None
 
 
-def _eval_data(model, data, data_limit, scenes, size):
-    from ..data import SyntheticScenes, open_dataset
+def _eval_data(model, data, data_limit, scenes, size, seed=None):
+    """``data`` if given, else ``scenes`` synthetic scenes from ``seed`` (default: the
+    evaluation scenes)."""
+    from ..data import EVALUATION_SEED, SyntheticScenes, open_dataset
 
     if data:
         return open_dataset(data, num_classes=model.config.num_classes, limit=data_limit)
-    return SyntheticScenes(scenes, *size, seed=1234)
+    return SyntheticScenes(scenes, *size, seed=EVALUATION_SEED if seed is None else seed)
 
 
 @click.command(cls=_RecordingCommand, context_settings=_CTX)
@@ -309,7 +311,8 @@ def main(models, arch, head_heads, backends, precisions, calibration_images, agr
               help="Calibration set: ADE20K, Cityscapes or images/+masks/ folder.")
 @click.option("--data-limit", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--scenes", default=32, show_default=True, type=click.IntRange(min=1),
-              help="Synthetic scenes to calibrate on without --data.")
+              help="Synthetic scenes to calibrate on without --data (drawn apart from the "
+              "scenes dtp-bench and dtp-info evaluate on).")
 @click.option("--size", help="Input size S or HxW (default: the trained size).")
 @head_heads_option
 @click.option("--protocol", type=click.Choice(["grid", "mmseg"]), default="grid", show_default=True,
@@ -349,6 +352,7 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
     from rich.console import Console
 
     from ..checkpoint import CheckpointError, save_model
+    from ..data import CALIBRATION_SEED
     from . import calibrate as run_calibration
     from . import load_models
 
@@ -363,7 +367,7 @@ def calibrate(model, arch, target_gmacs, max_miou_drop, data, data_limit, scenes
     try:
         [(label, net)] = load_models([model] if model else [], arch=arch, head_heads=head_heads)
         hw = hw or tuple(net.config.img_size)
-        dataset = _eval_data(net, data, data_limit, scenes, hw)
+        dataset = _eval_data(net, data, data_limit, scenes, hw, seed=CALIBRATION_SEED)
         evaluator = _evaluator(net, dataset, hw, protocol, crop, stride, test_scale)
         with console.status("calibrating") as status:
             result = run_calibration(net, dataset, hw, target_gmacs=target_gmacs,

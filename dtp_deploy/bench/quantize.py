@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import SyntheticScenes
+from ..data import CALIBRATION_SEED, SyntheticScenes
 from ..preprocess import to_tensor
 from .accuracy import resize_image
-
-CALIBRATION_SEED = 1234  # dtp-calibrate's synthetic scenes (see bench/cli.py _eval_data)
 
 
 def calibration_images(model, height: int, width: int, *, count: int = 32, dataset=None) -> np.ndarray:
