@@ -81,11 +81,13 @@ def test_plugin_library_links_the_cuda_runtime_statically():
 # -- the contract test on an exported graph --------------------------------------------------------
 @pytest.fixture(scope="module")
 def exported_plugin_graph(tmp_path_factory):
-    """The built-in DToP model's plugin-flavour graph, as dtp-export writes it."""
+    """The built-in DToP model's plugin-flavour graph, as dtp-export writes it, with both exits
+    on (its shipped second threshold is 1, which exports no second split) so that the graph
+    chains two splits."""
     from dtp_deploy.builtin import load_builtin_model
     from exporters.export import export_onnx
 
-    model = load_builtin_model()
+    model = load_builtin_model(thresholds=(0.9, 0.9))
     path = tmp_path_factory.mktemp("plugin-graph") / "builtin-plugin.onnx"
     export_onnx(model, path, flavour="plugin", check=False, progress=False)
     height, width = model.config.img_size
