@@ -8,9 +8,9 @@ pruning at inference; the per-token target is the class mix of the token's patch
 ``stage_predictions`` are per-class scores in [0, 1] (DToP: class probability times mask
 sigmoid; DoViT: softmax), so one binary cross-entropy loss trains either.
 
-The shipped dtop-vit-t then got its exit thresholds from dtp-calibrate (half a point of mIoU
-allowed on its own calibration scenes), which keeps the first exit at 0.5 and switches the
-second off, since it removed almost no tokens but cost a head and a split:
+Both shipped models then got their exit thresholds from dtp-calibrate (half a point of mIoU
+allowed on its own calibration scenes): dtop-vit-t 0.5 / 1 (its second exit removed almost no
+tokens but cost a head and a split, so it is off), dovit-vit-t 0.85 / 0.6:
 
     dtp-calibrate dtp_deploy/assets/dtop-vit-t-synthetic.pth --max-miou-drop 0.005 -o calibrated.pth
     mv calibrated.pth dtp_deploy/assets/dtop-vit-t-synthetic.pth
