@@ -59,6 +59,8 @@ def test_schema_keys_and_unavailable_backend(report):
     assert set(torch_result["dense"]) == VARIANT_KEYS == set(torch_result["pruned"])
     assert trt_result["status"] == "unavailable" and "cuda" in trt_result["reason"]
     assert report["backends"]["trt"]["available"] is False
+    # reports say how they timed: older ones, without the warm lead-in, lack the key
+    assert report["settings"]["interleaved"] is True and report["settings"]["warm_lead_in"] is True
     json.dumps(report)  # JSON-ready as it is
 
 

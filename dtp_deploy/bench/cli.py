@@ -143,7 +143,8 @@ def _eval_data(model, data, data_limit, scenes, size, seed=None):
 @click.option("--batch", "batches", multiple=True, type=click.IntRange(min=1), help="Batch size; repeat. [default: 1]")
 @click.option("--size", "sizes", multiple=True, help="Input size S or HxW; repeat. Default: the trained size.")
 @click.option("--iterations", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Timed iterations per variant, after warm-up.")
+              help="Timed iterations per variant, after warm-up; each timed call follows an "
+              "untimed one of the same variant, so that every variant is timed warm.")
 @click.option("--duration", type=click.FloatRange(min=0), help="Seconds of timed iterations per configuration instead.")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0),
               help="Untimed rounds before timing; at least one per pool batch, so that backends "
