@@ -168,6 +168,29 @@ def test_every_timed_call_follows_its_own_variant_on_another_input():
             assert before[1] != timed[1]
 
 
+class _AllocatesPerInput(Variant):
+    """A CUDA-memory-reporting variant whose peak depends on the input, on a fake allocator."""
+
+    cuda_memory = True
+
+    def __init__(self, allocator, sizes):
+        self.allocator, self.sizes = allocator, sizes
+
+    def timed(self, placed):
+        self.allocator["peak"] = max(self.allocator["peak"], self.sizes[placed])
+        return 1.0, np.array([[4, 2]])
+
+
+def test_cuda_peak_is_the_timed_inputs_not_the_lead_ins(monkeypatch):
+    allocator = {"peak": 0}
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: allocator.update(peak=0))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: allocator["peak"])
+    sizes = {"small": 10, "large": 1000}
+    out = interleave({"pruned": _AllocatesPerInput(allocator, sizes)}, {"pruned": ["small", "large"]},
+                     warmup=2, iterations=4, duration=None)
+    assert out["pruned"]["cuda_peak"] == [sizes[["small", "large"][i]] for i in out["pruned"]["input"]]
+
+
 class _CompilesPerShape(Variant):
     """Like OpenVINO's CPU plugin on a pruned graph: slow the first time it sees an input."""
 

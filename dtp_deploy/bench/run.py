@@ -193,10 +193,10 @@ def interleave(variants: dict[str, Any], inputs: dict[str, list[Any]], *, warmup
             started = time.perf_counter()
         for name in (names if i % 2 == 0 else names[::-1]):
             variant, pool = variants[name], inputs[name]
-            if variant.cuda_memory:
-                torch.cuda.reset_peak_memory_stats()
             if measuring:
                 variant.timed(pool[(i - 1) % len(pool)])  # the warm lead-in, see above
+            if variant.cuda_memory:  # the peak of the timed input, not the lead-in's
+                torch.cuda.reset_peak_memory_stats()
             ms, keep = variant.timed(pool[i % len(pool)])
             if i < len(pool):
                 out[name]["first_ms"].append(ms)
