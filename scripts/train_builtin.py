@@ -14,6 +14,8 @@ tokens but cost a head and a split, so it is off), dovit-vit-t 0.85 / 0.6:
 
     dtp-calibrate dtp_deploy/assets/dtop-vit-t-synthetic.pth --max-miou-drop 0.005 -o calibrated.pth
     mv calibrated.pth dtp_deploy/assets/dtop-vit-t-synthetic.pth
+
+(and the same for dovit-vit-t-synthetic.pth).
 """
 
 from __future__ import annotations
